@@ -1,0 +1,109 @@
+/**
+ * The admin API: status, reload, config, metrics, health and stop, behind a
+ * bearer token. `/healthz` and `/readyz` are open so that probes need no secret.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import { jsonError } from "../pipeline/errors.ts";
+
+/** What the admin API can ask of the running gateway. */
+export interface AdminControls {
+  /** Version, uptime, config hash, listeners, routes, upstream health. */
+  status(): Record<string, unknown>;
+  /** Re-reads the config file and applies it; rejects with the reasons when it cannot. */
+  reload(): Promise<{ hash: string; changed: boolean }>;
+  /** The config document as written, secrets redacted. */
+  config(): unknown;
+  /** Prometheus text. */
+  metrics(): string;
+  /** True once every module has started, false while stopping. */
+  ready(): boolean;
+  /** Begins a graceful stop. */
+  stop(): void;
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  const a = new TextEncoder().encode(given);
+  const b = new TextEncoder().encode(expected);
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) diff |= (a[i] ?? 0) ^ b[i];
+  return diff === 0;
+}
+
+/**
+ * Builds the admin API handler.
+ *
+ * @example
+ * ```ts
+ * import { createAdminApp } from "./api.ts";
+ * const app = createAdminApp({
+ *   status: () => ({}),
+ *   reload: () => Promise.resolve({ hash: "abc", changed: false }),
+ *   config: () => ({}),
+ *   metrics: () => "",
+ *   ready: () => true,
+ *   stop: () => {},
+ * }, "a-token-of-16-chars-or-more");
+ * const res = await app.fetch(new Request("http://admin/healthz"));
+ * ```
+ */
+export function createAdminApp(controls: AdminControls, token: string): Hono {
+  const app = new Hono();
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get(
+    "/readyz",
+    (c) => controls.ready() ? c.json({ status: "ready" }) : c.json({ status: "not ready" }, 503),
+  );
+
+  app.use(async (c, next) => {
+    const header = c.req.header("authorization") ?? "";
+    const given = header.startsWith("Bearer ") ? header.slice(7) : "";
+    if (!given) {
+      return jsonError(
+        401,
+        "unauthorized",
+        "the admin API needs 'Authorization: Bearer <token>'",
+        undefined,
+        {
+          "www-authenticate": 'Bearer realm="gateway-admin"',
+        },
+      );
+    }
+    if (!sameSecret(given, token)) {
+      return jsonError(403, "forbidden", "the admin token is wrong");
+    }
+    await next();
+  });
+
+  app.get("/status", (c) => c.json(controls.status()));
+  app.get("/config", (c) => c.json(controls.config()));
+  app.get(
+    "/metrics",
+    (c) =>
+      c.body(controls.metrics(), 200, {
+        "content-type": "text/plain; version=0.0.4; charset=utf-8",
+      }),
+  );
+  app.post("/reload", async (c) => {
+    try {
+      return c.json({ status: "ok", ...(await controls.reload()) });
+    } catch (error) {
+      const problems = (error as { problems?: string[] }).problems ?? [(error as Error).message];
+      return c.json({
+        status: "refused",
+        error: { status: 422, code: "reload_failed", message: problems.join("\n"), problems },
+      }, 422);
+    }
+  });
+  app.post("/stop", (c) => {
+    setTimeout(() => controls.stop(), 10);
+    return c.json({ status: "stopping" }, 202);
+  });
+  app.notFound((c) =>
+    jsonError(404, "no_route", `no admin endpoint ${c.req.method} ${c.req.path}`)
+  );
+  return app;
+}

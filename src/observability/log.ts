@@ -1,0 +1,69 @@
+/**
+ * Logging through `@logtape/logtape`: JSON lines for machines, readable text
+ * on a terminal, written to stderr without blocking request handling.
+ *
+ * @module
+ */
+
+import {
+  configure,
+  dispose,
+  getStreamSink,
+  getTextFormatter,
+  jsonLinesFormatter,
+} from "@logtape/logtape";
+import type { GatewayConfig } from "../config/schema.ts";
+
+type LogConfig = GatewayConfig["log"];
+
+let applied: string | undefined;
+
+/**
+ * Applies the `log` section. Cheap to call on every reload: nothing happens
+ * when the section did not change.
+ *
+ * @example
+ * ```ts
+ * import { configureLogging } from "./log.ts";
+ * await configureLogging({ level: "info", format: "auto", access: true });
+ * ```
+ */
+export async function configureLogging(config: LogConfig): Promise<void> {
+  const key = JSON.stringify(config);
+  if (key === applied) return;
+  applied = key;
+  const json = config.format === "json" ||
+    (config.format === "auto" && !Deno.stderr.isTerminal());
+  const formatter = json ? jsonLinesFormatter : getTextFormatter({
+    timestamp: "date-time",
+    value: (v) => typeof v === "string" ? v : Deno.inspect(v),
+  });
+  await configure({
+    reset: true,
+    sinks: {
+      stderr: getStreamSink(Deno.stderr.writable, {
+        formatter,
+        nonBlocking: { bufferSize: 256, flushInterval: 50 },
+        closeStream: false,
+      }),
+    },
+    loggers: [
+      { category: ["gateway"], lowestLevel: config.level, sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+}
+
+/**
+ * Writes out buffered log records; call before the process exits.
+ *
+ * @example
+ * ```ts
+ * import { flushLogs } from "./log.ts";
+ * await flushLogs();
+ * ```
+ */
+export async function flushLogs(): Promise<void> {
+  await dispose();
+  applied = undefined;
+}

@@ -1,0 +1,64 @@
+/**
+ * The typed core of request handling. A route is a chain of {@link Stage}s
+ * (CORS, rate limits, size limits, later plugins) ending in a {@link Target}
+ * (upstream proxy, static files, fixed response). Stages see the Hono
+ * `Context`, may answer early, or call `next()` and change what comes back.
+ *
+ * @module
+ */
+
+import type { Context } from "hono";
+
+/** What the router knows about the route that took a request. */
+export interface RouteInfo {
+  /** The route's name: its `name` in the config, or `routes[i]`. */
+  name: string;
+  /** The listener the request came in on. */
+  listener: string;
+}
+
+/** Per-request variables every stage and target can read (`c.var`). */
+export interface GatewayEnv {
+  Variables: {
+    route: RouteInfo;
+    /** The client's address (from X-Forwarded-For when `security.trustProxy`). */
+    clientIp: string;
+    /** The request id, from the client's `X-Request-Id` or generated. */
+    requestId: string;
+    /** Set by the upstream target: which server answered, for the access log. */
+    upstreamTarget?: string;
+  };
+}
+
+/** The context every stage and target receives. */
+export type GatewayContext = Context<GatewayEnv>;
+
+/** The end of a chain: produces the response. */
+export type Target = (c: GatewayContext) => Response | Promise<Response>;
+
+/** A step before the target; return a response to answer early, or `next()`'s. */
+export type Stage = (
+  c: GatewayContext,
+  next: () => Promise<Response>,
+) => Response | Promise<Response>;
+
+/**
+ * Joins stages and a target into one target. Stages run in array order.
+ *
+ * @example
+ * ```ts
+ * import { chain, type Stage } from "./stage.ts";
+ * const poweredBy: Stage = async (_c, next) => {
+ *   const res = await next();
+ *   res.headers.set("x-powered-by", "gateway");
+ *   return res;
+ * };
+ * const handler = chain([poweredBy], () => new Response("ok"));
+ * ```
+ */
+export function chain(stages: readonly Stage[], target: Target): Target {
+  return stages.reduceRight<Target>(
+    (next, stage) => (c) => stage(c, async () => await next(c)),
+    target,
+  );
+}

@@ -1,0 +1,76 @@
+/**
+ * Builds the route table from the config: for each route, its stages
+ * (CORS, rate limits, size limits) and its target (upstream, static,
+ * respond), joined into one handler.
+ *
+ * @module
+ */
+
+import type { GatewayConfig, RouteConfig } from "../config/schema.ts";
+import { chain, type Stage, type Target } from "../pipeline/stage.ts";
+import { createCorsStage } from "../pipeline/cors.ts";
+import { createRateLimitStage } from "../pipeline/rate_limit.ts";
+import { createLimitsStage } from "../pipeline/limits.ts";
+import { createStaticTarget } from "../targets/static.ts";
+import { createRespondTarget } from "../targets/respond.ts";
+import { createUpstreamTarget } from "../upstreams/proxy.ts";
+import type { Upstream } from "../upstreams/upstream.ts";
+import type { UpstreamClient } from "../upstreams/client.ts";
+import type { HttpMetrics } from "../observability/http_metrics.ts";
+import { compileConditions, type CompiledRoute, routeOrder } from "./route.ts";
+
+/** What building a route table needs besides the config. */
+export interface RouteTableDeps {
+  upstreams: ReadonlyMap<string, Upstream>;
+  client: UpstreamClient;
+  metrics: HttpMetrics;
+}
+
+function createTarget(route: RouteConfig, deps: RouteTableDeps): Target {
+  const { target } = route;
+  if (target.static) return createStaticTarget(target.static, target.static.root);
+  if (target.respond) return createRespondTarget(target.respond);
+  const upstream = deps.upstreams.get(target.upstream!)!;
+  return createUpstreamTarget(
+    {
+      upstream: target.upstream!,
+      stripPrefix: target.stripPrefix,
+      preserveHost: target.preserveHost ?? false,
+    },
+    upstream,
+    deps.client,
+  );
+}
+
+/**
+ * Compiles every route of the config. Routes are returned in config order;
+ * the listener app sorts them.
+ *
+ * @example
+ * ```ts
+ * import { buildRouteTable } from "./table.ts";
+ * // const routes = buildRouteTable(config, { upstreams, client, metrics });
+ * ```
+ */
+export function buildRouteTable(config: GatewayConfig, deps: RouteTableDeps): CompiledRoute[] {
+  return config.routes.map((route, i) => {
+    const name = route.name ?? `routes[${i}]`;
+    const stages: Stage[] = [];
+    if (route.cors) stages.push(createCorsStage(route.cors));
+    const rateLimit = route.rateLimit ?? config.security.rateLimit;
+    const limited = rateLimit &&
+      createRateLimitStage(rateLimit, (scope) => deps.metrics.rateLimited(name, scope).inc());
+    if (limited) stages.push(limited);
+    const limits = createLimitsStage({ ...config.security.limits, ...route.limits });
+    if (limits) stages.push(limits);
+    return {
+      name,
+      listeners: route.listeners,
+      methods: route.match.methods,
+      path: route.match.path,
+      accepts: compileConditions(route.match),
+      handle: chain(stages, createTarget(route, deps)),
+      order: routeOrder(route.priority, route.match),
+    };
+  });
+}
