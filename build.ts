@@ -16,8 +16,12 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 
-/** Unstable Deno features the gateway uses. */
-export const UNSTABLE_FEATURES = ["net", "worker-options", "kv"];
+/**
+ * Unstable Deno features the gateway uses. `no-legacy-abort` makes a served
+ * request's `signal` abort only when the client goes away, which is what the
+ * proxy passes on to upstream requests.
+ */
+export const UNSTABLE_FEATURES = ["net", "worker-options", "kv", "no-legacy-abort"];
 
 /**
  * Permissions and unstable flags for every way the gateway runs. The gateway

@@ -86,10 +86,13 @@ export const StaticTargetConfig = z.strictObject({
 
 /** A fixed response, for health endpoints and tests. */
 export const RespondTargetConfig = z.strictObject({
-  status: z.number().int().min(100).max(599).default(200),
+  status: z.number().int().min(200).max(599).default(200),
   headers: z.record(z.string(), z.string()).default({}),
   body: z.union([z.string(), z.record(z.string(), z.unknown()), z.array(z.unknown())]).optional()
     .describe("a string is sent as text/plain, an object or array as JSON"),
+}).refine((respond) => respond.body === undefined || ![204, 205, 304].includes(respond.status), {
+  message: "a response with status 204, 205 or 304 has no body",
+  path: ["body"],
 });
 
 /** Where a route sends a request: exactly one of the fields. */

@@ -31,6 +31,8 @@ let applied: string | undefined;
 export async function configureLogging(config: LogConfig): Promise<void> {
   const key = JSON.stringify(config);
   if (key === applied) return;
+  // The old sink holds stderr's writer lock until it is disposed of.
+  if (applied !== undefined) await dispose();
   applied = key;
   const json = config.format === "json" ||
     (config.format === "auto" && !Deno.stderr.isTerminal());
