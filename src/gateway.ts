@@ -188,7 +188,7 @@ export class Gateway {
       this.#stopWatching?.();
       await this.#queue;
       await Promise.all([...this.#listeners.values()].map((listener) => listener.stop()));
-      for (const upstream of this.#runtime?.upstreams.values() ?? []) upstream.stop();
+      await Promise.all([...this.#runtime?.upstreams.values() ?? []].map((u) => u.stop()));
       this.#client.close();
       if (this.#runtime) {
         await Deno.remove(join(this.#runtime.loaded.config.storage.dataDir, "gateway.pid"))
@@ -315,7 +315,7 @@ export class Gateway {
       }
       for (const upstream of runtime.upstreams.values()) upstream.start();
     } catch (error) {
-      for (const upstream of runtime.upstreams.values()) upstream.stop();
+      await Promise.all([...runtime.upstreams.values()].map((upstream) => upstream.stop()));
       await Promise.all(bound.map((listener) => listener.stop()));
       throw error;
     }
@@ -323,7 +323,7 @@ export class Gateway {
     const previous = this.#runtime;
     this.#runtime = runtime;
     this.#listeners = next;
-    for (const upstream of previous?.upstreams.values() ?? []) upstream.stop();
+    for (const upstream of previous?.upstreams.values() ?? []) void upstream.stop();
     for (const retired of reusable.values()) {
       retired.stop().catch((error) =>
         logger.warn("retired listener did not stop cleanly: {error}", { error })

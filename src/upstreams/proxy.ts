@@ -1,0 +1,237 @@
+/**
+ * The reverse proxy target: sends a route's requests to an upstream and
+ * streams the answer back, with failover, retries and JSON errors when no
+ * target can answer.
+ *
+ * @module
+ */
+
+import { jsonError } from "../pipeline/errors.ts";
+import type { GatewayContext, Target } from "../pipeline/stage.ts";
+import { type UpstreamClient, UpstreamError } from "./client.ts";
+import type { Upstream, UpstreamTarget } from "./upstream.ts";
+
+/** A route's upstream target settings (the `target` of a route in the config). */
+export interface UpstreamRouteTarget {
+  /** The upstream's name. */
+  upstream: string;
+  /** Removed from the start of the path (at a segment boundary) before proxying. */
+  stripPrefix?: string;
+  /** Send the client's Host header instead of the target's. */
+  preserveHost?: boolean;
+}
+
+/** Connection-level headers that never cross a proxy (RFC 9110, 7.6.1), besides `proxy-*`. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+/** Methods a retry may repeat (RFC 9110, 9.2.2). */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
+
+/** Copies `source` into new headers without hop-by-hop ones and those named in `Connection`. */
+function endToEndHeaders(source: Headers): Headers {
+  const connection = source.get("connection");
+  const named = connection === null
+    ? undefined
+    : new Set(connection.toLowerCase().split(",").map((token) => token.trim()));
+  const headers = new Headers();
+  for (const [name, value] of source) {
+    if (HOP_BY_HOP.has(name) || name.startsWith("proxy-") || named?.has(name)) continue;
+    headers.append(name, value);
+  }
+  return headers;
+}
+
+/** The JSON error for a request that no target answered. */
+function failureResponse(
+  upstream: Upstream,
+  target: UpstreamTarget,
+  error: UpstreamError,
+  attempts: number,
+  requestId: string,
+): Response {
+  const where = `upstream "${upstream.name}", target ${target.url}`;
+  const tries = attempts > 1 ? ` (${attempts} attempts)` : "";
+  switch (error.kind) {
+    case "connect":
+      return jsonError(
+        502,
+        "upstream_unreachable",
+        `${where}: cannot connect: ${error.message}${tries}`,
+        requestId,
+      );
+    case "connect-timeout":
+    case "response-timeout":
+      return jsonError(
+        504,
+        "upstream_timeout",
+        `${where}: timed out: ${error.message}${tries}`,
+        requestId,
+      );
+    case "aborted":
+      return jsonError(
+        499,
+        "client_closed_request",
+        `${where}: the client went away before the response`,
+        requestId,
+      );
+    case "protocol":
+      return jsonError(
+        502,
+        "bad_upstream_response",
+        `${where}: bad response: ${error.message}${tries}`,
+        requestId,
+      );
+  }
+}
+
+/**
+ * Creates the target that proxies a route's requests to `upstream`.
+ *
+ * Request and response bodies stream through. Hop-by-hop headers are
+ * dropped both ways; `X-Forwarded-For` gets the client address appended,
+ * `X-Forwarded-Proto` and `X-Forwarded-Host` tell how the client reached
+ * the gateway, and `Via: 1.1 gateway` is appended.
+ *
+ * A failed attempt moves to another target, up to `retries` times, only
+ * for idempotent methods without a request body (a streamed body cannot be
+ * sent twice). Errors: 503 `no_healthy_target`, 502 `upstream_unreachable`,
+ * 504 `upstream_timeout`, 502 `bad_upstream_response`, and 499
+ * `client_closed_request` (for the access log) when the client went away.
+ *
+ * With least-connections balancing a request counts as in flight until its
+ * response body has streamed; with the other algorithms, until the response
+ * headers arrive (so the body is not piped through a JavaScript transform).
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import type { GatewayEnv } from "../pipeline/stage.ts";
+ * import { UpstreamConfig } from "../config/schema.ts";
+ * import { createFetchClient } from "./fetch_client.ts";
+ * import { createUpstreamTarget } from "./proxy.ts";
+ * import { Upstream } from "./upstream.ts";
+ *
+ * const client = createFetchClient();
+ * const config = UpstreamConfig.parse({ targets: ["http://127.0.0.1:9000"] });
+ * const upstream = new Upstream("api", config, client);
+ * const proxy = createUpstreamTarget({ upstream: "api", stripPrefix: "/api" }, upstream, client);
+ * const app = new Hono<GatewayEnv>();
+ * app.all("/api/*", (c) => proxy(c));
+ * ```
+ */
+export function createUpstreamTarget(
+  route: UpstreamRouteTarget,
+  upstream: Upstream,
+  client: UpstreamClient,
+): Target {
+  const { connect: connectTimeout, response: responseTimeout } = upstream.config.timeouts;
+  const retries = upstream.config.retries;
+  const releaseAfterBody = upstream.config.balance === "least-connections";
+  const prefix = route.stripPrefix?.replace(/\/+$/, "") ?? "";
+  const preserveHost = route.preserveHost ?? false;
+
+  /** The path and query to request upstream, with the prefix stripped. */
+  function upstreamPath(url: string, pathStart: number): string {
+    const path = url.slice(pathStart);
+    if (prefix === "" || !path.startsWith(prefix)) return path;
+    const rest = path.slice(prefix.length);
+    if (rest === "" || rest[0] === "?") return `/${rest}`;
+    return rest[0] === "/" ? rest : path;
+  }
+
+  /** The upstream response, with its headers cleaned and in-flight accounting attached. */
+  function downstreamResponse(response: Response, target: UpstreamTarget): Response {
+    let body = response.body;
+    if (body !== null && releaseAfterBody) {
+      body = body.pipeThrough(
+        new TransformStream({ flush: () => target.release(), cancel: () => target.release() }),
+      );
+    } else {
+      target.release();
+    }
+    return new Response(body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: endToEndHeaders(response.headers),
+    });
+  }
+
+  return async (c: GatewayContext): Promise<Response> => {
+    const request = c.req.raw;
+    const url = request.url;
+    const hostStart = url.indexOf("//") + 2;
+    const pathStart = url.indexOf("/", hostStart);
+    const path = upstreamPath(url, pathStart);
+    const clientHost = request.headers.get("host") ?? url.slice(hostStart, pathStart);
+
+    const headers = endToEndHeaders(request.headers);
+    const forwardedFor = request.headers.get("x-forwarded-for");
+    headers.set(
+      "x-forwarded-for",
+      forwardedFor === null ? c.var.clientIp : `${forwardedFor}, ${c.var.clientIp}`,
+    );
+    headers.set("x-forwarded-proto", url.startsWith("https:") ? "https" : "http");
+    headers.set("x-forwarded-host", clientHost);
+    const via = request.headers.get("via");
+    headers.set("via", via === null ? "1.1 gateway" : `${via}, 1.1 gateway`);
+    if (preserveHost) headers.set("host", clientHost);
+
+    const canRetry = request.body === null && IDEMPOTENT.has(request.method);
+    let tried: Set<UpstreamTarget> | undefined;
+    let lastFailure: { target: UpstreamTarget; error: UpstreamError } | undefined;
+    for (let attempt = 1;; attempt++) {
+      const target = upstream.pick(tried);
+      if (target === undefined) {
+        return lastFailure === undefined
+          ? jsonError(
+            503,
+            "no_healthy_target",
+            `upstream "${upstream.name}" has no available target: ` +
+              "all are unhealthy, ejected or behind an open circuit breaker",
+            c.var.requestId,
+          )
+          : failureResponse(
+            upstream,
+            lastFailure.target,
+            lastFailure.error,
+            attempt - 1,
+            c.var.requestId,
+          );
+      }
+      c.set("upstreamTarget", target.url);
+      if (!preserveHost) headers.set("host", target.host);
+      try {
+        const response = await client.request({
+          url: new URL(target.url + path),
+          method: request.method,
+          headers,
+          body: request.body,
+          connectTimeout,
+          responseTimeout,
+          signal: request.signal,
+        });
+        target.reportSuccess();
+        return downstreamResponse(response, target);
+      } catch (error) {
+        if (!(error instanceof UpstreamError)) {
+          target.release();
+          throw error;
+        }
+        if (error.kind !== "aborted") target.reportFailure(`${error.kind}: ${error.message}`);
+        target.release();
+        if (error.kind === "aborted" || !canRetry || attempt > retries) {
+          return failureResponse(upstream, target, error, attempt, c.var.requestId);
+        }
+        (tried ??= new Set()).add(target);
+        lastFailure = { target, error };
+      }
+    }
+  };
+}
