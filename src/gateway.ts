@@ -17,7 +17,7 @@ import { buildListenerApp, type ServeHandler } from "./router/app.ts";
 import { buildRouteTable } from "./router/table.ts";
 import { Upstream } from "./upstreams/upstream.ts";
 import type { UpstreamClient } from "./upstreams/client.ts";
-import { createFetchClient } from "./upstreams/fetch_client.ts";
+import { createHttp1Client } from "./upstreams/http1_client.ts";
 import { createAdminApp } from "./admin/api.ts";
 import { MetricsRegistry } from "./observability/metrics.ts";
 import { HttpMetrics } from "./observability/http_metrics.ts";
@@ -59,7 +59,7 @@ export interface ReloadOutcome {
 export class Gateway {
   readonly metrics = new MetricsRegistry();
   readonly #httpMetrics = new HttpMetrics(this.metrics);
-  readonly #client: UpstreamClient = createFetchClient();
+  readonly #client: UpstreamClient = createHttp1Client();
   readonly #startedAt = Date.now();
   #runtime?: Runtime;
   #listeners = new Map<string, HttpListener>();

@@ -136,8 +136,8 @@ export interface CheckedTarget {
  * @example
  * ```ts
  * import { HealthChecker, TargetHealth } from "./health.ts";
- * import { createFetchClient } from "./fetch_client.ts";
- * const client = createFetchClient();
+ * import { createHttp1Client } from "./http1_client.ts";
+ * const client = createHttp1Client();
  * const url = "http://127.0.0.1:9000";
  * const health = new TargetHealth({ failures: 3, ejectFor: 30_000 }, { upstream: "api", target: url });
  * const checker = new HealthChecker([{ url, health }], {

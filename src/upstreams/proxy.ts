@@ -114,11 +114,11 @@ function failureResponse(
  * import { Hono } from "hono";
  * import type { GatewayEnv } from "../pipeline/stage.ts";
  * import { UpstreamConfig } from "../config/schema.ts";
- * import { createFetchClient } from "./fetch_client.ts";
+ * import { createHttp1Client } from "./http1_client.ts";
  * import { createUpstreamTarget } from "./proxy.ts";
  * import { Upstream } from "./upstream.ts";
  *
- * const client = createFetchClient();
+ * const client = createHttp1Client();
  * const config = UpstreamConfig.parse({ targets: ["http://127.0.0.1:9000"] });
  * const upstream = new Upstream("api", config, client);
  * const proxy = createUpstreamTarget({ upstream: "api", stripPrefix: "/api" }, upstream, client);

@@ -129,9 +129,9 @@ export class UpstreamTarget {
  * @example
  * ```ts
  * import { Upstream } from "./upstream.ts";
- * import { createFetchClient } from "./fetch_client.ts";
+ * import { createHttp1Client } from "./http1_client.ts";
  * import { UpstreamConfig } from "../config/schema.ts";
- * const client = createFetchClient();
+ * const client = createHttp1Client();
  * const upstream = new Upstream(
  *   "api",
  *   UpstreamConfig.parse({ targets: ["http://127.0.0.1:9000"] }),

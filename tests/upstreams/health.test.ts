@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { createFetchClient } from "../../src/upstreams/fetch_client.ts";
+import { createHttp1Client } from "../../src/upstreams/http1_client.ts";
 import { HealthChecker, TargetHealth } from "../../src/upstreams/health.ts";
 
 const labels = { upstream: "api", target: "http://127.0.0.1:9" };
@@ -66,7 +66,7 @@ Deno.test("the health checker judges targets by status range and connection erro
   const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const closedUrl = `http://127.0.0.1:${closed.addr.port}`;
   closed.close();
-  const client = createFetchClient();
+  const client = createHttp1Client();
   const live = new TargetHealth({ failures: 3, ejectFor: 1000 }, labels);
   const dead = new TargetHealth({ failures: 3, ejectFor: 1000 }, labels);
   const checker = new HealthChecker(
@@ -104,7 +104,7 @@ Deno.test("the health checker checks at once on start and keeps checking until s
     if (++checks === 3) checked.resolve();
     return new Response(null, { status: 500 });
   });
-  const client = createFetchClient();
+  const client = createHttp1Client();
   const health = new TargetHealth({ failures: 3, ejectFor: 1000 }, labels);
   const checker = new HealthChecker([{ url: `http://127.0.0.1:${server.addr.port}`, health }], {
     path: "/",

@@ -2,7 +2,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { Hono } from "hono";
 import { UpstreamConfig } from "../../src/config/schema.ts";
 import type { GatewayEnv } from "../../src/pipeline/stage.ts";
-import { createFetchClient } from "../../src/upstreams/fetch_client.ts";
+import { createHttp1Client } from "../../src/upstreams/http1_client.ts";
 import { createUpstreamTarget, type UpstreamRouteTarget } from "../../src/upstreams/proxy.ts";
 import { Upstream } from "../../src/upstreams/upstream.ts";
 
@@ -58,7 +58,7 @@ function startGateway(
   route: Partial<UpstreamRouteTarget> = {},
   now?: () => number,
 ): Gateway {
-  const client = createFetchClient();
+  const client = createHttp1Client();
   const upstream = new Upstream("api", UpstreamConfig.parse(config), client, now);
   const proxy = createUpstreamTarget({ upstream: "api", ...route }, upstream, client);
   const app = new Hono<GatewayEnv>();
