@@ -81,7 +81,7 @@ export function createCorsStage(config: CorsConfig): Stage {
           403,
           "cors_origin_denied",
           `origin ${origin} may not call this route`,
-          c.var.requestId,
+          c.env.requestId,
           echoesOrigin ? { vary: "Origin" } : undefined,
         );
       }

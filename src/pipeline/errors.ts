@@ -6,7 +6,8 @@
  */
 
 /**
- * Builds a JSON error response.
+ * Builds a JSON error response; with a request id, it is also sent as the
+ * `X-Request-Id` header.
  *
  * @example
  * ```ts
@@ -26,5 +27,6 @@ export function jsonError(
     status,
     headers,
   });
+  if (requestId) response.headers.set("x-request-id", requestId);
   return response;
 }

@@ -64,7 +64,7 @@ export function createLimitsStage(config: LimitsConfig): Stage | null {
           431,
           "headers_too_large",
           `request has ${count} headers of ${bytes} bytes, over the limit`,
-          c.var.requestId,
+          c.env.requestId,
         );
       }
     }
@@ -74,7 +74,7 @@ export function createLimitsStage(config: LimitsConfig): Stage | null {
     if (contentLength !== null) {
       // The server holds a body to its declared length, so only that needs checking.
       return Number(contentLength) > maxBodySize
-        ? bodyTooLarge(maxBodySize, c.var.requestId)
+        ? bodyTooLarge(maxBodySize, c.env.requestId)
         : await next();
     }
 
@@ -98,13 +98,13 @@ export function createLimitsStage(config: LimitsConfig): Stage | null {
     try {
       response = await next();
     } catch (error) {
-      if (tripped) return bodyTooLarge(maxBodySize, c.var.requestId);
+      if (tripped) return bodyTooLarge(maxBodySize, c.env.requestId);
       throw error;
     }
     if (!tripped) return response;
     // The target gave up on the body (a 5xx, or an early answer); the client learns why.
     await response.body?.cancel();
-    return bodyTooLarge(maxBodySize, c.var.requestId);
+    return bodyTooLarge(maxBodySize, c.env.requestId);
   };
 }
 

@@ -215,15 +215,15 @@ export function createRateLimitStage(
   return (c, next) => {
     const time = now();
     if (clients) {
-      const bucket = clients.get(c.var.clientIp, time);
+      const bucket = clients.get(c.env.clientIp, time);
       if (!bucket.take(time)) {
         onReject("client");
-        return tooManyRequests(bucket, time, "this client", c.var.requestId);
+        return tooManyRequests(bucket, time, "this client", c.env.requestId);
       }
     }
     if (routeBucket && !routeBucket.take(time)) {
       onReject("route");
-      return tooManyRequests(routeBucket, time, `route "${c.var.route.name}"`, c.var.requestId);
+      return tooManyRequests(routeBucket, time, `route "${c.env.route.name}"`, c.env.requestId);
     }
     return next();
   };

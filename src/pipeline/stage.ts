@@ -17,17 +17,26 @@ export interface RouteInfo {
   listener: string;
 }
 
-/** Per-request variables every stage and target can read (`c.var`). */
+/**
+ * What the gateway knows about one request besides the request itself. The
+ * listener creates it and hands it to Hono as the environment, so every stage
+ * and target reads it as `c.env`. `requestId` and `clientIp` are worked out on
+ * first use: a route that needs neither never pays for them.
+ */
+export interface RequestState {
+  /** The route that took the request; `{ name: "-" }` until one does. */
+  route: RouteInfo;
+  /** From the client's `X-Request-Id` when it is well-formed, else generated. */
+  readonly requestId: string;
+  /** The client's address (from X-Forwarded-For when `security.trustProxy`). */
+  readonly clientIp: string;
+  /** Set by the upstream target: which server answered, for the access log. */
+  upstreamTarget?: string;
+}
+
+/** The Hono environment of the gateway's apps: `c.env` is the {@link RequestState}. */
 export interface GatewayEnv {
-  Variables: {
-    route: RouteInfo;
-    /** The client's address (from X-Forwarded-For when `security.trustProxy`). */
-    clientIp: string;
-    /** The request id, from the client's `X-Request-Id` or generated. */
-    requestId: string;
-    /** Set by the upstream target: which server answered, for the access log. */
-    upstreamTarget?: string;
-  };
+  Bindings: RequestState;
 }
 
 /** The context every stage and target receives. */

@@ -1,19 +1,23 @@
 /**
- * The Hono app of one HTTP listener: an outer layer that gives each request
- * its id, client address, metrics and access-log line, then the routes in
- * priority order.
+ * The request handler of one HTTP listener: a Hono app with the routes in
+ * priority order, wrapped in the bookkeeping every request gets (metrics,
+ * in-flight count, access-log line).
+ *
+ * The wrapper sits around `app.fetch` rather than inside it as middleware, and
+ * a route that answers synchronously stays synchronous: measured here, one
+ * Hono middleware costs about 13% of a fixed-response route's throughput.
  *
  * @module
  */
 
-import { Hono, type MiddlewareHandler } from "hono";
+import { type Handler, Hono } from "hono";
 import { getLogger } from "@logtape/logtape";
-import type { GatewayEnv } from "../pipeline/stage.ts";
+import type { GatewayEnv, RequestState, RouteInfo } from "../pipeline/stage.ts";
 import { jsonError } from "../pipeline/errors.ts";
 import type { HttpMetrics } from "../observability/http_metrics.ts";
 import { type CompiledRoute, sortRoutes } from "./route.ts";
 
-/** How the outer layer behaves. */
+/** How the listener handler behaves. */
 export interface ListenerAppOptions {
   listener: string;
   routes: readonly CompiledRoute[];
@@ -25,15 +29,47 @@ export interface ListenerAppOptions {
 }
 
 /** A request handler with Deno.serve's signature. */
-export type ServeHandler = (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response>;
+export type ServeHandler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo,
+) => Response | Promise<Response>;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const accessLogger = getLogger(["gateway", "access"]);
 const errorLogger = getLogger(["gateway", "http"]);
 
-function remoteHost(info: Deno.ServeHandlerInfo): string {
-  const addr = info.remoteAddr as Deno.Addr;
-  return addr.transport === "tcp" || addr.transport === "udp" ? addr.hostname : "unix";
+/** The {@link RequestState} of a request served by a listener. */
+class ListenerRequestState implements RequestState {
+  upstreamTarget?: string;
+  #requestId?: string;
+  #clientIp?: string;
+
+  constructor(
+    readonly request: Request,
+    readonly info: Deno.ServeHandlerInfo,
+    readonly trustProxy: boolean,
+    public route: RouteInfo,
+  ) {}
+
+  get requestId(): string {
+    if (this.#requestId === undefined) {
+      const given = this.request.headers.get("x-request-id");
+      this.#requestId = given !== null && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+    }
+    return this.#requestId;
+  }
+
+  get clientIp(): string {
+    if (this.#clientIp === undefined) {
+      const forwarded = this.trustProxy
+        ? this.request.headers.get("x-forwarded-for")?.split(",")[0].trim()
+        : undefined;
+      const addr = this.info.remoteAddr as Deno.Addr;
+      this.#clientIp = forwarded ||
+        (addr.transport === "tcp" || addr.transport === "udp" ? addr.hostname : "unix");
+    }
+    return this.#clientIp;
+  }
 }
 
 /**
@@ -51,86 +87,76 @@ function remoteHost(info: Deno.ServeHandlerInfo): string {
  *   accessLog: false,
  *   trustProxy: false,
  * });
- * Deno.serve({ port: 0, onListen() {} }, handler);
+ * const server = Deno.serve({ port: 0, onListen() {} }, handler);
+ * await server.shutdown();
  * ```
  */
 export function buildListenerApp(options: ListenerAppOptions): ServeHandler {
   const { listener, metrics, accessLog, trustProxy } = options;
-  const app = new Hono<GatewayEnv, Record<string, never>>();
-  const unmatched = { name: "-", listener };
+  const app = new Hono<GatewayEnv>();
+  const unmatched: RouteInfo = { name: "-", listener };
   const inFlight = metrics.inFlight(listener);
-
-  app.use(async (c, next) => {
-    const started = performance.now();
-    const given = c.req.header("x-request-id");
-    const requestId = given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
-    const info = c.env as unknown as Deno.ServeHandlerInfo;
-    const forwarded = trustProxy ? c.req.header("x-forwarded-for")?.split(",")[0].trim() : "";
-    c.set("requestId", requestId);
-    c.set("clientIp", forwarded || remoteHost(info));
-    c.set("route", unmatched);
-    inFlight.inc();
-    try {
-      await next();
-    } finally {
-      inFlight.dec();
-    }
-    const res = c.res;
-    const seconds = (performance.now() - started) / 1000;
-    const route = c.var.route.name;
-    metrics.record(listener, route, res.status, seconds);
-    if (!res.headers.has("x-request-id")) {
-      try {
-        res.headers.set("x-request-id", requestId);
-      } catch { /* immutable headers: leave the response as it is */ }
-    }
-    if (accessLog) {
-      accessLogger.info(
-        "{method} {path} {status} {durationMs}ms route={route} upstream={upstream}",
-        {
-          requestId,
-          listener,
-          route,
-          method: c.req.method,
-          path: c.req.path,
-          status: res.status,
-          bytes: Number(res.headers.get("content-length") ?? NaN) || undefined,
-          durationMs: Math.round(seconds * 10000) / 10,
-          client: c.var.clientIp,
-          upstream: c.var.upstreamTarget ?? "-",
-        },
-      );
-    }
-  });
 
   for (const route of sortRoutes(options.routes)) {
     if (route.listeners && !route.listeners.includes(listener)) continue;
-    const info = { name: route.name, listener };
-    const handler: MiddlewareHandler<GatewayEnv> = async (c, next) => {
-      if (!route.accepts(c)) return await next();
-      c.set("route", info);
-      return await route.handle(c);
+    const info: RouteInfo = { name: route.name, listener };
+    const handler: Handler<GatewayEnv> = (c, next) => {
+      if (!route.accepts(c)) return next();
+      c.env.route = info;
+      return route.handle(c);
     };
     if (route.methods) app.on([...route.methods], route.path, handler);
     else app.all(route.path, handler);
   }
-
   app.notFound((c) =>
-    jsonError(404, "no_route", `no route for ${c.req.method} ${c.req.path}`, c.var.requestId)
+    jsonError(404, "no_route", `no route for ${c.req.method} ${c.req.path}`, c.env.requestId)
   );
   app.onError((error, c) => {
     errorLogger.error("request {requestId} failed in route {route}: {error}", {
-      requestId: c.var.requestId,
-      route: c.var.route?.name,
+      requestId: c.env.requestId,
+      route: c.env.route.name,
       error,
     });
     return jsonError(
       500,
       "internal_error",
       "the gateway failed to handle this request",
-      c.var.requestId,
+      c.env.requestId,
     );
   });
 
-  return (request, info) => Promise.resolve(app.fetch(request, info as never));
+  const finish = (state: ListenerRequestState, started: number, response: Response) => {
+    inFlight.dec();
+    const seconds = (performance.now() - started) / 1000;
+    metrics.record(listener, state.route.name, response.status, seconds);
+    if (accessLog) {
+      const request = state.request;
+      accessLogger.info(
+        "{method} {url} {status} {durationMs}ms route={route} upstream={upstream}",
+        {
+          requestId: state.requestId,
+          listener,
+          route: state.route.name,
+          method: request.method,
+          url: request.url,
+          status: response.status,
+          bytes: Number(response.headers.get("content-length") ?? NaN) || undefined,
+          durationMs: Math.round(seconds * 10_000) / 10,
+          client: state.clientIp,
+          upstream: state.upstreamTarget ?? "-",
+        },
+      );
+    }
+    return response;
+  };
+
+  return (request, info) => {
+    const started = performance.now();
+    const state = new ListenerRequestState(request, info, trustProxy, unmatched);
+    inFlight.inc();
+    const response = app.fetch(request, state);
+    return response instanceof Promise
+      ? response.then((res) => finish(state, started, res))
+      : finish(state, started, response);
+  };
 }

@@ -79,7 +79,7 @@ export function createStaticTarget(config: StaticTargetConfig, root: string): Ta
         405,
         "method_not_allowed",
         `${method} is not allowed on static files`,
-        c.var.requestId,
+        c.env.requestId,
         { allow: "GET, HEAD" },
       );
     }
@@ -160,5 +160,5 @@ function isUnservable(error: unknown): boolean {
 }
 
 function notFound(c: GatewayContext): Response {
-  return jsonError(404, "not_found", "no such file", c.var.requestId);
+  return jsonError(404, "not_found", "no such file", c.env.requestId);
 }

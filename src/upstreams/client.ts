@@ -50,6 +50,7 @@ export interface UpstreamClient {
   /**
    * Sends one request. Resolves with the upstream response as soon as its
    * headers arrive (the body streams); rejects with an {@link UpstreamError}.
+   * The response's headers are mutable: the proxy edits them in place.
    */
   request(request: UpstreamRequest): Promise<Response>;
   /** Closes idle connections; in-flight requests finish. */

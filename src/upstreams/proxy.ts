@@ -34,16 +34,20 @@ const HOP_BY_HOP = new Set([
 /** Methods a retry may repeat (RFC 9110, 9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
-/** Copies `source` into new headers without hop-by-hop ones and those named in `Connection`. */
-function endToEndHeaders(source: Headers): Headers {
-  const connection = source.get("connection");
+/** Whether a header stops at this hop: hop-by-hop, `proxy-*`, or named in `Connection`. */
+function hopByHop(connection: string | null): (name: string) => boolean {
   const named = connection === null
     ? undefined
     : new Set(connection.toLowerCase().split(",").map((token) => token.trim()));
+  return (name) => HOP_BY_HOP.has(name) || name.startsWith("proxy-") || named?.has(name) === true;
+}
+
+/** Copies the request's headers without the ones that stop at this hop. */
+function endToEndHeaders(source: Headers): Headers {
+  const dropped = hopByHop(source.get("connection"));
   const headers = new Headers();
   for (const [name, value] of source) {
-    if (HOP_BY_HOP.has(name) || name.startsWith("proxy-") || named?.has(name)) continue;
-    headers.append(name, value);
+    if (!dropped(name)) headers.append(name, value);
   }
   return headers;
 }
@@ -146,20 +150,34 @@ export function createUpstreamTarget(
     return rest[0] === "/" ? rest : path;
   }
 
-  /** The upstream response, with its headers cleaned and in-flight accounting attached. */
-  function downstreamResponse(response: Response, target: UpstreamTarget): Response {
-    let body = response.body;
-    if (body !== null && releaseAfterBody) {
-      body = body.pipeThrough(
-        new TransformStream({ flush: () => target.release(), cancel: () => target.release() }),
-      );
-    } else {
-      target.release();
+  /**
+   * The upstream response with its hop-by-hop headers removed in place and
+   * in-flight accounting attached. The response object itself goes back to the
+   * client when possible: re-wrapping it would turn a body the client already
+   * holds as bytes into a stream, which Deno.serve sends much more slowly.
+   */
+  function downstreamResponse(
+    response: Response,
+    target: UpstreamTarget,
+    requestId: string,
+  ): Response {
+    const { headers } = response;
+    const dropped = hopByHop(headers.get("connection"));
+    for (const name of [...headers.keys()]) {
+      if (dropped(name)) headers.delete(name);
     }
+    headers.set("x-request-id", requestId);
+    if (response.body === null || !releaseAfterBody) {
+      target.release();
+      return response;
+    }
+    const body = response.body.pipeThrough(
+      new TransformStream({ flush: () => target.release(), cancel: () => target.release() }),
+    );
     return new Response(body, {
       status: response.status,
       statusText: response.statusText,
-      headers: endToEndHeaders(response.headers),
+      headers,
     });
   }
 
@@ -175,12 +193,13 @@ export function createUpstreamTarget(
     const forwardedFor = request.headers.get("x-forwarded-for");
     headers.set(
       "x-forwarded-for",
-      forwardedFor === null ? c.var.clientIp : `${forwardedFor}, ${c.var.clientIp}`,
+      forwardedFor === null ? c.env.clientIp : `${forwardedFor}, ${c.env.clientIp}`,
     );
     headers.set("x-forwarded-proto", url.startsWith("https:") ? "https" : "http");
     headers.set("x-forwarded-host", clientHost);
     const via = request.headers.get("via");
     headers.set("via", via === null ? "1.1 gateway" : `${via}, 1.1 gateway`);
+    headers.set("x-request-id", c.env.requestId);
     if (preserveHost) headers.set("host", clientHost);
 
     const canRetry = request.body === null && IDEMPOTENT.has(request.method);
@@ -195,17 +214,17 @@ export function createUpstreamTarget(
             "no_healthy_target",
             `upstream "${upstream.name}" has no available target: ` +
               "all are unhealthy, ejected or behind an open circuit breaker",
-            c.var.requestId,
+            c.env.requestId,
           )
           : failureResponse(
             upstream,
             lastFailure.target,
             lastFailure.error,
             attempt - 1,
-            c.var.requestId,
+            c.env.requestId,
           );
       }
-      c.set("upstreamTarget", target.url);
+      c.env.upstreamTarget = target.url;
       if (!preserveHost) headers.set("host", target.host);
       try {
         const response = await client.request({
@@ -218,7 +237,7 @@ export function createUpstreamTarget(
           signal: request.signal,
         });
         target.reportSuccess();
-        return downstreamResponse(response, target);
+        return downstreamResponse(response, target, c.env.requestId);
       } catch (error) {
         if (!(error instanceof UpstreamError)) {
           target.release();
@@ -227,7 +246,7 @@ export function createUpstreamTarget(
         if (error.kind !== "aborted") target.reportFailure(`${error.kind}: ${error.message}`);
         target.release();
         if (error.kind === "aborted" || !canRetry || attempt > retries) {
-          return failureResponse(upstream, target, error, attempt, c.var.requestId);
+          return failureResponse(upstream, target, error, attempt, c.env.requestId);
         }
         (tried ??= new Set()).add(target);
         lastFailure = { target, error };

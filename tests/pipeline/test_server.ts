@@ -28,14 +28,16 @@ export interface TestServer extends AsyncDisposable {
  */
 export function serveTarget(handler: Target): TestServer {
   const app = new Hono<GatewayEnv>();
-  app.use(async (c, next) => {
-    c.set("clientIp", c.req.header("x-test-client-ip") ?? "127.0.0.1");
-    c.set("requestId", "test-request");
-    c.set("route", { name: "test-route", listener: "test" });
-    await next();
-  });
   app.all("*", (c) => handler(c));
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request) =>
+      app.fetch(request, {
+        clientIp: request.headers.get("x-test-client-ip") ?? "127.0.0.1",
+        requestId: "test-request",
+        route: { name: "test-route", listener: "test" },
+      }),
+  );
   return {
     url: `http://127.0.0.1:${server.addr.port}`,
     port: server.addr.port,

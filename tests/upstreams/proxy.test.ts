@@ -62,15 +62,17 @@ function startGateway(
   const upstream = new Upstream("api", UpstreamConfig.parse(config), client, now);
   const proxy = createUpstreamTarget({ upstream: "api", ...route }, upstream, client);
   const app = new Hono<GatewayEnv>();
-  app.use(async (c, next) => {
-    c.set("clientIp", "192.0.2.7");
-    c.set("requestId", "req-1");
-    c.set("route", { name: "test", listener: "http" });
-    await next();
-    c.res.headers.set("x-test-upstream-target", c.var.upstreamTarget ?? "");
+  app.all("*", async (c) => {
+    const response = await proxy(c);
+    response.headers.set("x-test-upstream-target", c.env.upstreamTarget ?? "");
+    return response;
   });
-  app.all("*", (c) => proxy(c));
-  const server = Deno.serve(loopback, app.fetch);
+  const server = Deno.serve(loopback, (request) =>
+    app.fetch(request, {
+      clientIp: "192.0.2.7",
+      requestId: "req-1",
+      route: { name: "test", listener: "http" },
+    }));
   upstream.start();
   return {
     url: `http://127.0.0.1:${server.addr.port}`,
