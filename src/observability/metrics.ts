@@ -99,12 +99,11 @@ export class HistogramValue {
   }
 }
 
-class Counter extends Metric<CounterValue> {
-  protected createChild(): CounterValue {
-    return new CounterValue();
-  }
+/** A metric whose children are single values: counters and gauges. */
+abstract class ValueMetric<Child extends { value: number }> extends Metric<Child> {
+  protected abstract readonly type: "counter" | "gauge";
   render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`];
     for (const [key, child] of this.children) {
       lines.push(`${this.name}${key ? `{${key}}` : ""} ${formatValue(child.value)}`);
     }
@@ -112,16 +111,17 @@ class Counter extends Metric<CounterValue> {
   }
 }
 
-class Gauge extends Metric<GaugeValue> {
+class Counter extends ValueMetric<CounterValue> {
+  protected readonly type = "counter";
+  protected createChild(): CounterValue {
+    return new CounterValue();
+  }
+}
+
+class Gauge extends ValueMetric<GaugeValue> {
+  protected readonly type = "gauge";
   protected createChild(): GaugeValue {
     return new GaugeValue();
-  }
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
-    for (const [key, child] of this.children) {
-      lines.push(`${this.name}${key ? `{${key}}` : ""} ${formatValue(child.value)}`);
-    }
-    return lines.join("\n");
   }
 }
 
