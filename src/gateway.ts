@@ -260,6 +260,7 @@ export class Gateway {
     const handlers = new Map<string, ServeHandler>();
     const bindings = new Map<string, { label: string; binding: HttpBinding }>();
     for (const [name, listener] of Object.entries(config.listeners)) {
+      if (listener.type !== "http") continue;
       handlers.set(
         name,
         buildListenerApp({

@@ -206,7 +206,8 @@ export async function loadConfig(
   config.storage.dataDir = resolve(baseDir, config.storage.dataDir);
   const tls: LoadedConfig["tls"] = {};
   for (const [name, listener] of Object.entries(config.listeners)) {
-    if (!listener.tls) continue;
+    if (listener.type === "unix") listener.path = resolve(baseDir, listener.path);
+    if (listener.type !== "http" || !listener.tls) continue;
     const pem = { cert: "", key: "" };
     for (const part of ["cert", "key"] as const) {
       const at = resolve(baseDir, listener.tls[part]);

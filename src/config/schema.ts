@@ -37,8 +37,113 @@ export const HttpListenerConfig = z.strictObject({
   ),
 });
 
-/** Any listener; more protocols join this union as they are added. */
-export const ListenerConfig = z.discriminatedUnion("type", [HttpListenerConfig]);
+/** Limits on the connections of a socket listener (or WebSocket route). */
+export const ConnectionLimitsConfig = z.strictObject({
+  maxConnections: z.number().int().positive().default(10_000),
+  maxPerIp: z.number().int().positive().default(1000),
+  idleTimeout: Duration.default(300_000).describe(
+    "close after this long without traffic; 0 = never",
+  ),
+});
+
+const ByteString = z.string().min(1).describe(
+  "text, or hex bytes written 'hex:0d0a'",
+);
+
+/** How a byte stream is cut into frames (and how replies are framed). */
+export const FramingConfig = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("line"),
+    delimiter: ByteString.default("\n").describe("a trailing \\r before \\n is removed too"),
+    maxLength: Size.default(65_536),
+  }),
+  z.strictObject({
+    type: z.literal("length"),
+    bytes: z.union([z.literal(1), z.literal(2), z.literal(4)]).default(2),
+    endian: z.enum(["big", "little"]).default("big"),
+    headerOffset: z.number().int().min(0).max(64).default(0).describe(
+      "bytes of header before the length field, kept in the frame",
+    ),
+    lengthIncludesHeader: z.boolean().default(false).describe(
+      "the length counts the header and the length field too",
+    ),
+    maxLength: Size.default(1_048_576),
+  }),
+  z.strictObject({
+    type: z.literal("delimiter"),
+    delimiter: ByteString,
+    maxLength: Size.default(65_536),
+  }),
+  z.strictObject({ type: z.literal("fixed"), size: z.number().int().positive().max(16_777_216) }),
+  z.strictObject({ type: z.literal("raw"), maxLength: Size.default(65_536) }),
+]);
+
+const TOPIC_TEMPLATE = z.string().min(1).describe(
+  "placeholders: {listener}, {connectionId}, {deviceId}, {remoteAddress}; route params on WebSocket routes",
+);
+
+/** A raw TCP listener: framed messages to the bus, or an L4 proxy to an upstream. */
+export const TcpListenerConfig = z.strictObject({
+  type: z.literal("tcp"),
+  host: z.string().default("127.0.0.1"),
+  port: Port,
+  mode: z.enum(["bus", "proxy"]).default("bus"),
+  framing: FramingConfig.default({ type: "line", delimiter: "\n", maxLength: 65_536 }),
+  topic: TOPIC_TEMPLATE.default("tcp/{listener}/{connectionId}"),
+  handshake: z.enum(["none", "device-id"]).default("none").describe(
+    "device-id: the first frame is the device id, bound to the connection and not published",
+  ),
+  upstream: Name.optional().describe("proxy mode: the upstream whose targets take the bytes"),
+  limits: ConnectionLimitsConfig.default({
+    maxConnections: 10_000,
+    maxPerIp: 1000,
+    idleTimeout: 300_000,
+  }),
+}).refine((l) => l.mode !== "proxy" || l.upstream !== undefined, {
+  message: "a proxy-mode TCP listener names an upstream",
+  path: ["upstream"],
+});
+
+/** A UDP listener: each datagram to the bus, replies to its sender. */
+export const UdpListenerConfig = z.strictObject({
+  type: z.literal("udp"),
+  host: z.string().default("127.0.0.1"),
+  port: Port,
+  topic: TOPIC_TEMPLATE.default("udp/{listener}/{remoteAddress}"),
+  maxDatagramSize: Size.default(65_507),
+  limits: ConnectionLimitsConfig.default({
+    maxConnections: 10_000,
+    maxPerIp: 1000,
+    idleTimeout: 300_000,
+  }),
+});
+
+/** A Unix-socket listener: HTTP (routes as on any HTTP listener) or framed messages. */
+export const UnixListenerConfig = z.strictObject({
+  type: z.literal("unix"),
+  path: z.string().min(1).describe(
+    "socket file, relative to the config file; a stale one is removed",
+  ),
+  mode: z.string().regex(/^0?[0-7]{3}$/).default("660").describe("file mode of the socket, octal"),
+  protocol: z.enum(["http", "framed"]).default("http"),
+  framing: FramingConfig.default({ type: "line", delimiter: "\n", maxLength: 65_536 }),
+  topic: TOPIC_TEMPLATE.default("unix/{listener}/{connectionId}"),
+  handshake: z.enum(["none", "device-id"]).default("none"),
+  drainTimeout: Duration.default(10_000),
+  limits: ConnectionLimitsConfig.default({
+    maxConnections: 10_000,
+    maxPerIp: 10_000,
+    idleTimeout: 300_000,
+  }),
+});
+
+/** Any listener. */
+export const ListenerConfig = z.discriminatedUnion("type", [
+  HttpListenerConfig,
+  TcpListenerConfig,
+  UdpListenerConfig,
+  UnixListenerConfig,
+]);
 
 /** Token-bucket settings: `rate` tokens per `per`, holding at most `burst`. */
 export const TokenBucketConfig = z.strictObject({
@@ -95,6 +200,32 @@ export const RespondTargetConfig = z.strictObject({
   path: ["body"],
 });
 
+/** Upgrade to a WebSocket: messages to the bus, or proxied to an upstream WebSocket. */
+export const WebSocketTargetConfig = z.strictObject({
+  mode: z.enum(["bus", "proxy"]).default("bus"),
+  topic: TOPIC_TEMPLATE.default("ws/{route}/{connectionId}"),
+  upstream: Name.optional().describe(
+    "proxy mode: the upstream (http:// targets are dialled as ws://)",
+  ),
+  protocols: z.array(z.string()).optional().describe(
+    "subprotocols offered, in order of preference",
+  ),
+  maxMessageSize: Size.default(1_048_576).describe("larger messages close the socket with 1009"),
+  sendQueueLimit: Size.default(1_048_576).describe("a client this far behind is closed (1008)"),
+  heartbeat: Duration.default(30_000).describe(
+    "ping interval; a client silent for two intervals is closed",
+  ),
+  handshake: z.enum(["none", "device-id"]).default("none"),
+  limits: ConnectionLimitsConfig.default({
+    maxConnections: 10_000,
+    maxPerIp: 1000,
+    idleTimeout: 300_000,
+  }),
+}).refine((ws) => ws.mode !== "proxy" || ws.upstream !== undefined, {
+  message: "a proxy-mode WebSocket target names an upstream",
+  path: ["upstream"],
+});
+
 /** Where a route sends a request: exactly one of the fields. */
 export const TargetConfig = z.strictObject({
   upstream: UpstreamTargetConfig.shape.upstream.optional(),
@@ -102,14 +233,16 @@ export const TargetConfig = z.strictObject({
   preserveHost: z.boolean().optional(),
   static: StaticTargetConfig.optional(),
   respond: RespondTargetConfig.optional(),
+  websocket: WebSocketTargetConfig.optional(),
 }).superRefine((target, ctx) => {
-  const kinds = (["upstream", "static", "respond"] as const).filter((k) => target[k] !== undefined);
+  const all = ["upstream", "static", "respond", "websocket"] as const;
+  const kinds = all.filter((k) => target[k] !== undefined);
   if (kinds.length !== 1) {
     ctx.addIssue({
       code: "custom",
       message: kinds.length === 0
-        ? "a target needs one of: upstream, static, respond"
-        : `a target has exactly one of upstream, static, respond (found ${kinds.join(", ")})`,
+        ? `a target needs one of: ${all.join(", ")}`
+        : `a target has exactly one of ${all.join(", ")} (found ${kinds.join(", ")})`,
     });
   }
 });
@@ -257,33 +390,48 @@ export const GatewayConfig = z.strictObject({
   security: SecurityConfig.default({ limits: {}, trustProxy: false }),
   storage: StorageConfig.default({ dataDir: "data" }),
 }).superRefine((config, ctx) => {
+  const unknownUpstream = (name: string | undefined, path: PropertyKey[]) => {
+    if (name !== undefined && !config.upstreams[name]) {
+      ctx.addIssue({ code: "custom", path, message: `unknown upstream "${name}"` });
+    }
+  };
   config.routes.forEach((route, i) => {
     for (const [j, name] of (route.listeners ?? []).entries()) {
-      if (!config.listeners[name]) {
+      const listener = config.listeners[name];
+      const servesHttp = listener?.type === "http" ||
+        (listener?.type === "unix" && listener.protocol === "http");
+      if (!servesHttp) {
         ctx.addIssue({
           code: "custom",
           path: ["routes", i, "listeners", j],
-          message: `unknown listener "${name}"`,
+          message: listener
+            ? `listener "${name}" does not serve HTTP (type ${listener.type})`
+            : `unknown listener "${name}"`,
         });
       }
     }
-    const upstream = route.target.upstream;
-    if (upstream !== undefined && !config.upstreams[upstream]) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["routes", i, "target", "upstream"],
-        message: `unknown upstream "${upstream}"`,
-      });
-    }
+    unknownUpstream(route.target.upstream, ["routes", i, "target", "upstream"]);
+    unknownUpstream(route.target.websocket?.upstream, [
+      "routes",
+      i,
+      "target",
+      "websocket",
+      "upstream",
+    ]);
   });
   const seen = new Map<string, string>();
   for (const [name, listener] of Object.entries(config.listeners)) {
-    const address = `${listener.host}:${listener.port}`;
+    if (listener.type === "tcp") {
+      unknownUpstream(listener.upstream, ["listeners", name, "upstream"]);
+    }
+    const address = listener.type === "unix"
+      ? `unix:${listener.path}`
+      : `${listener.type === "udp" ? "udp" : "tcp"}:${listener.host}:${listener.port}`;
     const other = seen.get(address);
-    if (other && listener.port !== 0) {
+    if (other && !address.endsWith(":0")) {
       ctx.addIssue({
         code: "custom",
-        path: ["listeners", name, "port"],
+        path: ["listeners", name, listener.type === "unix" ? "path" : "port"],
         message: `listener "${name}" uses ${address}, already used by listener "${other}"`,
       });
     }
@@ -295,6 +443,18 @@ export const GatewayConfig = z.strictObject({
 export type GatewayConfig = z.output<typeof GatewayConfig>;
 /** One HTTP listener's validated config. */
 export type HttpListenerConfig = z.output<typeof HttpListenerConfig>;
+/** One TCP listener's validated config. */
+export type TcpListenerConfig = z.output<typeof TcpListenerConfig>;
+/** One UDP listener's validated config. */
+export type UdpListenerConfig = z.output<typeof UdpListenerConfig>;
+/** One Unix-socket listener's validated config. */
+export type UnixListenerConfig = z.output<typeof UnixListenerConfig>;
+/** Framing settings, validated. */
+export type FramingConfig = z.output<typeof FramingConfig>;
+/** Connection limits, validated. */
+export type ConnectionLimitsConfig = z.output<typeof ConnectionLimitsConfig>;
+/** WebSocket target settings, validated. */
+export type WebSocketTargetConfig = z.output<typeof WebSocketTargetConfig>;
 /** One route's validated config. */
 export type RouteConfig = z.output<typeof RouteConfig>;
 /** One upstream's validated config. */
