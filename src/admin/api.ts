@@ -1,11 +1,13 @@
 /**
- * The admin API: status, reload, config, metrics, health and stop, behind a
- * bearer token. `/healthz` and `/readyz` are open so that probes need no secret.
+ * The admin API: status, reload, config, metrics, health, stop and live
+ * connections, behind a bearer token. `/healthz` and `/readyz` are open so
+ * that probes need no secret.
  *
  * @module
  */
 
 import { Hono } from "hono";
+import type { ConnectionInfo } from "../connections/connection.ts";
 import { jsonError } from "../pipeline/errors.ts";
 
 /** What the admin API can ask of the running gateway. */
@@ -22,6 +24,10 @@ export interface AdminControls {
   ready(): boolean;
   /** Begins a graceful stop. */
   stop(): void;
+  /** The live connections (WebSocket, TCP, UDP peers, Unix), of one listener and/or one device. */
+  connections(filter: { listener?: string; deviceId?: string }): ConnectionInfo[];
+  /** Closes a connection; false when no live connection has that id. */
+  closeConnection(id: string): boolean;
 }
 
 function sameSecret(given: string, expected: string): boolean {
@@ -45,6 +51,8 @@ function sameSecret(given: string, expected: string): boolean {
  *   metrics: () => "",
  *   ready: () => true,
  *   stop: () => {},
+ *   connections: () => [],
+ *   closeConnection: () => false,
  * }, "a-token-of-16-chars-or-more");
  * const res = await app.fetch(new Request("http://admin/healthz"));
  * ```
@@ -60,7 +68,7 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
 
   app.use(async (c, next) => {
     const header = c.req.header("authorization") ?? "";
-    const given = header.startsWith("Bearer ") ? header.slice(7) : "";
+    const given = /^bearer +/i.test(header) ? header.replace(/^bearer +/i, "") : "";
     if (!given) {
       return jsonError(
         401,
@@ -97,6 +105,18 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
         error: { status: 422, code: "reload_failed", message: problems.join("\n"), problems },
       }, 422);
     }
+  });
+  app.get("/connections", (c) =>
+    c.json(controls.connections({
+      listener: c.req.query("listener") || undefined,
+      deviceId: c.req.query("device") || undefined,
+    })));
+  app.delete("/connections/:id", (c) => {
+    const id = c.req.param("id");
+    if (!controls.closeConnection(id)) {
+      return jsonError(404, "unknown_connection", `no live connection has the id "${id}"`);
+    }
+    return c.body(null, 204);
   });
   app.post("/stop", (c) => {
     setTimeout(() => controls.stop(), 10);

@@ -89,6 +89,7 @@ function substituteEnv(
   path: PropertyKey[],
   env: (name: string) => string | undefined,
   problems: string[],
+  unset: string[],
   fileOf: (path: PropertyKey[]) => string,
 ): unknown {
   if (typeof value === "string") {
@@ -99,17 +100,18 @@ function substituteEnv(
       problems.push(
         `${fileOf(path)}: ${formatPath(path)}: environment variable ${name} is not set`,
       );
+      unset.push(formatPath(path));
     }
     return resolved ?? "";
   }
   if (Array.isArray(value)) {
-    return value.map((item, i) => substituteEnv(item, [...path, i], env, problems, fileOf));
+    return value.map((item, i) => substituteEnv(item, [...path, i], env, problems, unset, fileOf));
   }
   if (value && typeof value === "object") {
     return Object.fromEntries(
       Object.entries(value).map((
         [key, item],
-      ) => [key, substituteEnv(item, [...path, key], env, problems, fileOf)]),
+      ) => [key, substituteEnv(item, [...path, key], env, problems, unset, fileOf)]),
     );
   }
   return value;
@@ -168,9 +170,10 @@ export async function loadConfig(
   const sectionFile = new Map<string, string>();
   const problems: string[] = [];
   for (const [section, value] of Object.entries(root)) {
-    const include = value && typeof value === "object" && !Array.isArray(value) &&
-      (value as Record<string, unknown>).$include;
-    if (include === undefined || include === false) {
+    const include = value !== null && typeof value === "object" && !Array.isArray(value)
+      ? (value as Record<string, unknown>).$include
+      : undefined;
+    if (include === undefined) {
       document[section] = value;
       continue;
     }
@@ -193,11 +196,15 @@ export async function loadConfig(
   if (problems.length) throw new ConfigError(problems);
 
   const fileOf = (path: readonly PropertyKey[]) => sectionFile.get(String(path[0])) ?? shown(file);
-  const substituted = substituteEnv(document, [], env, problems, fileOf);
+  // Values whose variable is unset are already reported; their schema errors would only repeat it.
+  const unset: string[] = [];
+  const substituted = substituteEnv(document, [], env, problems, unset, fileOf);
   const parsed = GatewayConfig.safeParse(substituted);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
-      problems.push(`${fileOf(issue.path)}: ${formatPath(issue.path)}: ${issue.message}`);
+      const at = formatPath(issue.path);
+      if (unset.includes(at)) continue;
+      problems.push(`${fileOf(issue.path)}: ${at}: ${issue.message}`);
     }
   }
   if (problems.length || !parsed.success) throw new ConfigError(problems);

@@ -226,6 +226,17 @@ export const WebSocketTargetConfig = z.strictObject({
   path: ["upstream"],
 });
 
+/** Publish the request body on the bus, or send it as a request and answer with the reply. */
+export const TopicTargetConfig = z.strictObject({
+  topic: z.string().min(1).describe(
+    "topic template; route params as {name}, e.g. 'device/{id}/send'",
+  ),
+  mode: z.enum(["publish", "request"]).default("publish").describe(
+    "publish: 202 with the number of subscribers; request: 200 with the first reply",
+  ),
+  timeout: Duration.default(5000).describe("request mode: 504 after this long without a reply"),
+});
+
 /** Where a route sends a request: exactly one of the fields. */
 export const TargetConfig = z.strictObject({
   upstream: UpstreamTargetConfig.shape.upstream.optional(),
@@ -234,8 +245,9 @@ export const TargetConfig = z.strictObject({
   static: StaticTargetConfig.optional(),
   respond: RespondTargetConfig.optional(),
   websocket: WebSocketTargetConfig.optional(),
+  topic: TopicTargetConfig.optional(),
 }).superRefine((target, ctx) => {
-  const all = ["upstream", "static", "respond", "websocket"] as const;
+  const all = ["upstream", "static", "respond", "websocket", "topic"] as const;
   const kinds = all.filter((k) => target[k] !== undefined);
   if (kinds.length !== 1) {
     ctx.addIssue({
@@ -250,7 +262,7 @@ export const TargetConfig = z.strictObject({
 /** What a request must look like for a route to take it. */
 export const MatchConfig = z.strictObject({
   path: z.string().startsWith("/").default("/*").describe(
-    "'/users/:id', '/files/*', '/v:major{[0-9]+}/*'",
+    "'/users/:id', '/files/*', '/items/:id{[0-9]+}'",
   ),
   methods: z.array(Method).optional().describe("any method when absent"),
   host: z.string().optional().describe("'example.com' or '*.example.com'"),
@@ -453,6 +465,8 @@ export type UnixListenerConfig = z.output<typeof UnixListenerConfig>;
 export type FramingConfig = z.output<typeof FramingConfig>;
 /** Connection limits, validated. */
 export type ConnectionLimitsConfig = z.output<typeof ConnectionLimitsConfig>;
+/** Topic target settings, validated. */
+export type TopicTargetConfig = z.output<typeof TopicTargetConfig>;
 /** WebSocket target settings, validated. */
 export type WebSocketTargetConfig = z.output<typeof WebSocketTargetConfig>;
 /** One route's validated config. */

@@ -29,8 +29,8 @@ const SIZE_UNITS: Record<string, number> = {
  */
 export function parseDuration(value: number | string): number | undefined {
   if (typeof value === "number") return value >= 0 ? value : undefined;
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(value.trim());
-  return match ? Number(match[1]) * DURATION_UNITS[match[2]] : undefined;
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/i.exec(value.trim());
+  return match ? Number(match[1]) * DURATION_UNITS[match[2].toLowerCase()] : undefined;
 }
 
 /**

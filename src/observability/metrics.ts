@@ -222,10 +222,17 @@ export class MetricsRegistry {
   }
 
   #register(name: string, create: () => Metric<unknown>): Metric<unknown> {
-    let metric = this.#metrics.get(name);
+    const created = create();
+    const metric = this.#metrics.get(name);
     if (!metric) {
-      metric = create();
-      this.#metrics.set(name, metric);
+      this.#metrics.set(name, created);
+      return created;
+    }
+    if (
+      metric.constructor !== created.constructor ||
+      metric.labelNames.join() !== created.labelNames.join()
+    ) {
+      throw new Error(`metric "${name}" is already registered with another type or labels`);
     }
     return metric;
   }
