@@ -12,8 +12,15 @@ import { join } from "node:path";
 import { getLogger } from "@logtape/logtape";
 import { ConfigError, loadConfig, type LoadedConfig } from "./config/load.ts";
 import { watchFiles } from "./config/watch.ts";
-import { type HttpBinding, HttpListener } from "./listeners/http.ts";
-import { buildListenerApp, type ServeHandler } from "./router/app.ts";
+import { HttpListener } from "./listeners/http.ts";
+import { ListenerSet, type PlannedListener } from "./listeners/set.ts";
+import { TcpListener } from "./listeners/tcp.ts";
+import { UdpListener } from "./listeners/udp.ts";
+import { UnixFramedListener } from "./listeners/unix_framed.ts";
+import { Bus } from "./bus/bus.ts";
+import { ConnectionManager } from "./connections/manager.ts";
+import { installDescriptorGuard } from "./connections/fd_guard.ts";
+import { buildListenerApp } from "./router/app.ts";
 import { buildRouteTable } from "./router/table.ts";
 import { Upstream } from "./upstreams/upstream.ts";
 import type { UpstreamClient } from "./upstreams/client.ts";
@@ -31,9 +38,8 @@ const SECRET_KEY = /token|password|secret|authorization/i;
 interface Runtime {
   loaded: LoadedConfig;
   upstreams: Map<string, Upstream>;
-  /** Handler per listener name, and `ADMIN` for the admin API. */
-  handlers: Map<string, ServeHandler>;
-  bindings: Map<string, { label: string; binding: HttpBinding }>;
+  /** The listeners it wants, by listener name, and `ADMIN` for the admin API. */
+  listeners: Map<string, PlannedListener>;
 }
 
 const ADMIN = "\0admin";
@@ -60,9 +66,16 @@ export class Gateway {
   readonly metrics = new MetricsRegistry();
   readonly #httpMetrics = new HttpMetrics(this.metrics);
   readonly #client: UpstreamClient = createHttp1Client();
+  /** The bus lives as long as the process: subscriptions survive reloads. */
+  readonly bus = new Bus(this.metrics);
+  /** Every WebSocket, TCP, UDP-peer and Unix connection, across reloads. */
+  readonly connections = new ConnectionManager(this.bus, this.metrics);
+  /** The serving config's upstreams, for listeners kept across reloads (TCP proxy mode). */
+  readonly #upstreams = new Map<string, Upstream>();
   readonly #startedAt = Date.now();
   #runtime?: Runtime;
-  #listeners = new Map<string, HttpListener>();
+  readonly #listeners = new ListenerSet();
+  #removeDescriptorGuard?: () => void;
   #queue: Promise<unknown> = Promise.resolve();
   #state: "created" | "running" | "stopping" | "stopped" = "created";
   #lastReloadError?: string;
@@ -117,11 +130,6 @@ export class Gateway {
     return this.#runtime.loaded;
   }
 
-  /** The bound port of a listener (by name) or of the admin API (`"admin"`). */
-  port(name: string): number | undefined {
-    return this.#listeners.get(name === "admin" ? ADMIN : name)?.port;
-  }
-
   /**
    * Loads the config, binds every listener and starts every module. Throws a
    * `ConfigError` or `ListenError` that says what and where; nothing is left
@@ -130,6 +138,7 @@ export class Gateway {
   async start(): Promise<void> {
     const loaded = await loadConfig(this.configPath);
     await configureLogging(loaded.config.log);
+    this.#removeDescriptorGuard = installDescriptorGuard();
     await this.#apply(loaded);
     await Deno.writeTextFile(join(loaded.config.storage.dataDir, "gateway.pid"), `${Deno.pid}\n`);
     this.#state = "running";
@@ -187,9 +196,11 @@ export class Gateway {
       this.#state = "stopping";
       this.#stopWatching?.();
       await this.#queue;
-      await Promise.all([...this.#listeners.values()].map((listener) => listener.stop()));
+      await this.#listeners.stop();
       await Promise.all([...this.#runtime?.upstreams.values() ?? []].map((u) => u.stop()));
+      this.connections.stop();
       this.#client.close();
+      this.#removeDescriptorGuard?.();
       if (this.#runtime) {
         await Deno.remove(join(this.#runtime.loaded.config.storage.dataDir, "gateway.pid"))
           .catch(() => {});
@@ -218,14 +229,15 @@ export class Gateway {
       configFile: runtime?.loaded.file,
       configHash: runtime?.loaded.hash,
       lastReloadError: this.#lastReloadError ?? null,
-      listeners: [...this.#listeners.entries()].filter(([id]) => id !== ADMIN).map((
-        [name, listener],
-      ) => ({
+      listeners: this.#listeners.entries().filter(([id]) => id !== ADMIN).map(([name, module]) => ({
         name,
-        url: `${
-          listener.binding.tls ? "https" : "http"
-        }://${listener.binding.host}:${listener.port}`,
+        type: config?.listeners[name]?.type,
+        ...(module instanceof HttpListener ? { url: module.url } : {}),
+        ...(module instanceof TcpListener || module instanceof UdpListener
+          ? { port: module.port }
+          : {}),
       })),
+      connections: this.connections.openCount,
       routes: config?.routes.map((route, i) => ({
         name: route.name ?? `routes[${i}]`,
         priority: route.priority,
@@ -256,25 +268,60 @@ export class Gateway {
       upstreams,
       client: this.#client,
       metrics: this.#httpMetrics,
+      bus: this.bus,
+      connections: this.connections,
     });
-    const handlers = new Map<string, ServeHandler>();
-    const bindings = new Map<string, { label: string; binding: HttpBinding }>();
-    for (const [name, listener] of Object.entries(config.listeners)) {
-      if (listener.type !== "http") continue;
-      handlers.set(
-        name,
-        buildListenerApp({
-          listener: name,
-          routes,
-          metrics: this.#httpMetrics,
-          accessLog: config.log.access,
-          trustProxy: config.security.trustProxy,
-        }),
-      );
-      bindings.set(name, {
-        label: `listener "${name}"`,
-        binding: { ...listener, tls: loaded.tls[name] },
+    const httpHandler = (name: string) =>
+      buildListenerApp({
+        listener: name,
+        routes,
+        metrics: this.#httpMetrics,
+        accessLog: config.log.access,
+        trustProxy: config.security.trustProxy,
       });
+    const services = { bus: this.bus, connections: this.connections, upstreams: this.#upstreams };
+    const listeners = new Map<string, PlannedListener>();
+    for (const [name, listener] of Object.entries(config.listeners)) {
+      const label = `listener "${name}"`;
+      const settings = `${name}\n${JSON.stringify(listener)}`;
+      if (listener.type === "http") {
+        const tls = loaded.tls[name];
+        const binding = { ...listener, tls };
+        const handler = httpHandler(name);
+        listeners.set(name, {
+          address: `tcp:${listener.host}:${listener.port}`,
+          key: `${settings}\n${tls?.cert}\n${tls?.key}`,
+          create: () => new HttpListener(label, binding, handler),
+          handler,
+        });
+      } else if (listener.type === "unix" && listener.protocol === "http") {
+        const binding = { host: "", port: 0, ...listener };
+        const handler = httpHandler(name);
+        listeners.set(name, {
+          address: `unix:${listener.path}`,
+          key: settings,
+          create: () => new HttpListener(label, binding, handler),
+          handler,
+        });
+      } else if (listener.type === "unix") {
+        listeners.set(name, {
+          address: `unix:${listener.path}`,
+          key: settings,
+          create: () => new UnixFramedListener(name, listener, services),
+        });
+      } else if (listener.type === "tcp") {
+        listeners.set(name, {
+          address: `tcp:${listener.host}:${listener.port}`,
+          key: settings,
+          create: () => new TcpListener(name, listener, services),
+        });
+      } else {
+        listeners.set(name, {
+          address: `udp:${listener.host}:${listener.port}`,
+          key: settings,
+          create: () => new UdpListener(name, listener, services),
+        });
+      }
     }
     if (config.admin.enabled) {
       const admin = createAdminApp({
@@ -284,52 +331,34 @@ export class Gateway {
         metrics: () => this.metrics.render(),
         ready: () => this.#state === "running",
         stop: () => void this.stop(),
+        connections: (filter) => this.connections.list(filter),
+        closeConnection: (id) => this.connections.close(id, "closed by the admin API"),
       }, adminToken);
-      handlers.set(ADMIN, (request) => Promise.resolve(admin.fetch(request)));
-      bindings.set(ADMIN, {
-        label: "admin API",
-        binding: { host: config.admin.host, port: config.admin.port, drainTimeout: 2000 },
+      const { host, port } = config.admin;
+      const binding = { host, port, drainTimeout: 2000 };
+      const handler = (request: Request) => admin.fetch(request);
+      listeners.set(ADMIN, {
+        address: `tcp:${host}:${port}`,
+        key: `admin\n${host}:${port}\n${adminToken}`,
+        create: () => new HttpListener("admin API", binding, handler),
+        handler,
       });
     }
-    return { loaded, upstreams, handlers, bindings };
+    return { loaded, upstreams, listeners };
   }
 
   async #apply(loaded: LoadedConfig): Promise<void> {
     await Deno.mkdir(loaded.config.storage.dataDir, { recursive: true });
     const token = loaded.config.admin.token ?? await localAdminToken(loaded.config.storage.dataDir);
     const runtime = this.#build(loaded, token);
-    const reusable = new Map([...this.#listeners.values()].map((l) => [l.key, l]));
-    const next = new Map<string, HttpListener>();
-    const bound: HttpListener[] = [];
-    try {
-      for (const [id, { label, binding }] of runtime.bindings) {
-        const listener = new HttpListener(label, binding);
-        const existing = reusable.get(listener.key);
-        if (existing) {
-          reusable.delete(listener.key);
-          next.set(id, existing);
-          continue;
-        }
-        listener.start(runtime.handlers.get(id)!);
-        bound.push(listener);
-        next.set(id, listener);
-      }
-      for (const upstream of runtime.upstreams.values()) upstream.start();
-    } catch (error) {
-      await Promise.all([...runtime.upstreams.values()].map((upstream) => upstream.stop()));
-      await Promise.all(bound.map((listener) => listener.stop()));
-      throw error;
-    }
-    for (const [id, listener] of next) listener.setHandler(runtime.handlers.get(id)!);
+    const change = await this.#listeners.prepare(runtime.listeners);
+    for (const upstream of runtime.upstreams.values()) upstream.start();
     const previous = this.#runtime;
     this.#runtime = runtime;
-    this.#listeners = next;
+    this.#upstreams.clear();
+    for (const [name, upstream] of runtime.upstreams) this.#upstreams.set(name, upstream);
+    await change.commit();
     for (const upstream of previous?.upstreams.values() ?? []) void upstream.stop();
-    for (const retired of reusable.values()) {
-      retired.stop().catch((error) =>
-        logger.warn("retired listener did not stop cleanly: {error}", { error })
-      );
-    }
   }
 
   #watch(files: string[]): void {

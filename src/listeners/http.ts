@@ -7,23 +7,22 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { ListenError } from "./listen_error.ts";
+import { claimSocketPath } from "./unix_socket.ts";
+import { isDescriptorExhaustion } from "../connections/fd_guard.ts";
 
-/** Where and how a listener binds. */
+/** Where and how a listener binds: a TCP address, or a Unix socket `path`. */
 export interface HttpBinding {
   host: string;
   port: number;
+  /** A Unix socket path; when set, `host` and `port` are not used. */
+  path?: string;
+  /** File mode of the Unix socket (octal string such as "660"). */
+  mode?: string;
   /** PEM certificate chain and key; absent for plain HTTP. */
   tls?: { cert: string; key: string };
   /** Milliseconds in-flight requests may take to finish when the listener stops. */
   drainTimeout: number;
-}
-
-/** A listener that could not start, naming the listener and the address. */
-export class ListenError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ListenError";
-  }
 }
 
 type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
@@ -40,7 +39,8 @@ const logger = getLogger(["gateway", "listener"]);
  * ```
  */
 export function bindingKey(binding: HttpBinding): string {
-  const { host, port, tls } = binding;
+  const { host, port, path, mode, tls } = binding;
+  if (path !== undefined) return `http+unix://${path}#${mode}`;
   return tls ? `https://${host}:${port}\n${tls.cert}\n${tls.key}` : `http://${host}:${port}`;
 }
 
@@ -50,46 +50,54 @@ export function bindingKey(binding: HttpBinding): string {
  * @example
  * ```ts
  * import { HttpListener } from "./http.ts";
- * const listener = new HttpListener('listener "web"', { host: "127.0.0.1", port: 0, drainTimeout: 1000 });
- * listener.start(() => new Response("hello"));
+ * const listener = new HttpListener(
+ *   'listener "web"',
+ *   { host: "127.0.0.1", port: 0, drainTimeout: 1000 },
+ *   () => new Response("hello"),
+ * );
+ * await listener.start();
  * console.log(listener.port);
  * await listener.stop();
  * ```
  */
 export class HttpListener {
   readonly key: string;
-  #handler: Handler = () => new Response(null, { status: 503 });
-  #server?: Deno.HttpServer<Deno.NetAddr>;
+  #handler: Handler;
+  /** The server accepting now. */
+  #server?: Deno.HttpServer<Deno.Addr>;
+  /** Every server with connections still open (more than one after an EMFILE rebind). */
+  readonly #servers = new Set<Deno.HttpServer<Deno.Addr>>();
   #stopping?: Promise<void>;
 
-  constructor(readonly label: string, readonly binding: HttpBinding) {
+  constructor(readonly label: string, readonly binding: HttpBinding, handler: Handler) {
     this.key = bindingKey(binding);
-  }
-
-  /** The bound port (useful when the config asked for port 0). */
-  get port(): number {
-    return this.#server?.addr.port ?? this.binding.port;
-  }
-
-  /** Binds the socket and starts serving with `handler`. Throws {@link ListenError}. */
-  start(handler: Handler): void {
     this.#handler = handler;
-    const { host, port, tls } = this.binding;
-    const where = `${tls ? "https" : "http"}://${host}:${port}`;
+  }
+
+  /** The bound port (useful when the config asked for port 0); 0 on a Unix socket. */
+  get port(): number {
+    const addr = this.#server?.addr;
+    return addr?.transport === "tcp" ? addr.port : this.binding.path ? 0 : this.binding.port;
+  }
+
+  /** The URL clients use, for logs and the admin API. */
+  get url(): string {
+    const { host, path, tls } = this.binding;
+    return path !== undefined
+      ? `http+unix://${path}`
+      : `${tls ? "https" : "http"}://${host}:${this.port}`;
+  }
+
+  /**
+   * Binds the socket and starts serving. A Unix socket path left behind by a
+   * process that died is reclaimed, and the socket gets its configured mode.
+   * Throws {@link ListenError}.
+   */
+  async start(): Promise<void> {
+    const { host, port, path, mode } = this.binding;
+    if (path !== undefined) await claimSocketPath(path, this.label);
     try {
-      this.#server = Deno.serve({
-        hostname: host,
-        port,
-        ...(tls ?? {}),
-        onListen: () => {},
-        onError: (error) => {
-          logger.error("{listener}: unhandled error: {error}", {
-            listener: this.label,
-            error,
-          });
-          return new Response("internal error", { status: 500 });
-        },
-      }, (request, info) => this.#handler(request, info));
+      this.#serve();
     } catch (error) {
       if (error instanceof Deno.errors.AddrInUse) {
         throw new ListenError(
@@ -104,14 +112,61 @@ export class HttpListener {
         );
       }
       throw new ListenError(
-        `${this.label}: cannot listen on ${where}: ${(error as Error).message}`,
+        `${this.label}: cannot listen on ${path ?? `${host}:${port}`}: ${(error as Error).message}`,
         { cause: error },
       );
     }
-    logger.info("{listener} serving on {url}", {
-      listener: this.label,
-      url: `${tls ? "https" : "http"}://${host}:${this.port}`,
-    });
+    if (path !== undefined && mode !== undefined) await Deno.chmod(path, parseInt(mode, 8));
+    logger.info("{listener} serving on {url}", { listener: this.label, url: this.url });
+  }
+
+  /**
+   * Starts one `Deno.serve`. When the process runs out of file descriptors,
+   * Deno.serve's accept loop ends (its `finished` promise rejects with EMFILE)
+   * while open connections keep being served; the listener then binds again
+   * every 100 ms until descriptors are free (see docs/fd-exhaustion.md).
+   */
+  #serve(): void {
+    const { host, port, path, tls } = this.binding;
+    const address = path !== undefined ? { path } : { hostname: host, port, ...(tls ?? {}) };
+    const server = Deno.serve({
+      ...address,
+      onListen: () => {},
+      onError: (error) => {
+        logger.error("{listener}: unhandled error: {error}", { listener: this.label, error });
+        return new Response("internal error", { status: 500 });
+      },
+    }, (request, info) => this.#handler(request, info));
+    this.#server = server;
+    this.#servers.add(server);
+    server.finished.then(
+      () => this.#servers.delete(server),
+      (error) => {
+        if (this.#stopping || !isDescriptorExhaustion(error)) {
+          logger.error("{listener}: stopped serving: {error}", { listener: this.label, error });
+          return;
+        }
+        logger.warn(
+          "{listener}: out of file descriptors; open connections are still served, " +
+            "new ones are refused until descriptors free up",
+          { listener: this.label },
+        );
+        this.#rebind();
+      },
+    );
+  }
+
+  #rebind(): void {
+    const retry = setInterval(() => {
+      if (this.#stopping) return clearInterval(retry);
+      try {
+        this.#serve();
+        clearInterval(retry);
+        logger.info("{listener}: accepting again", { listener: this.label });
+      } catch {
+        // still exhausted (or the port is not free yet): try again on the next tick
+      }
+    }, 100);
   }
 
   /** Replaces the handler; requests already running keep the one they started with. */
@@ -125,16 +180,13 @@ export class HttpListener {
    */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
-      const server = this.#server;
-      if (!server) return;
+      if (this.#servers.size === 0) return;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const deadline = new Promise<"timeout">((resolve) => {
         timer = setTimeout(() => resolve("timeout"), this.binding.drainTimeout);
       });
-      const outcome = await Promise.race([
-        server.shutdown().then(() => "drained" as const),
-        deadline,
-      ]);
+      const drained = Promise.all([...this.#servers].map((server) => server.shutdown()));
+      const outcome = await Promise.race([drained.then(() => "drained" as const), deadline]);
       clearTimeout(timer);
       if (outcome === "timeout") {
         logger.warn("{listener}: requests still running after {ms} ms drain timeout", {

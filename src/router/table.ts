@@ -1,7 +1,7 @@
 /**
  * Builds the route table from the config: for each route, its stages
  * (CORS, rate limits, size limits) and its target (upstream, static,
- * respond), joined into one handler.
+ * respond, websocket), joined into one handler.
  *
  * @module
  */
@@ -13,6 +13,10 @@ import { createRateLimitStage } from "../pipeline/rate_limit.ts";
 import { createLimitsStage } from "../pipeline/limits.ts";
 import { createStaticTarget } from "../targets/static.ts";
 import { createRespondTarget } from "../targets/respond.ts";
+import { createTopicTarget } from "../targets/topic.ts";
+import { createWebSocketTarget } from "../targets/websocket.ts";
+import type { Bus } from "../bus/bus.ts";
+import type { ConnectionManager } from "../connections/manager.ts";
 import { createUpstreamTarget } from "../upstreams/proxy.ts";
 import type { Upstream } from "../upstreams/upstream.ts";
 import type { UpstreamClient } from "../upstreams/client.ts";
@@ -24,12 +28,34 @@ export interface RouteTableDeps {
   upstreams: ReadonlyMap<string, Upstream>;
   client: UpstreamClient;
   metrics: HttpMetrics;
+  /** The message bus; routes with a `websocket` target need it. */
+  bus?: Bus;
+  /** The connection manager; routes with a `websocket` target need it. */
+  connections?: ConnectionManager;
 }
 
-function createTarget(route: RouteConfig, deps: RouteTableDeps): Target {
+function createTarget(route: RouteConfig, name: string, deps: RouteTableDeps): Target {
   const { target } = route;
   if (target.static) return createStaticTarget(target.static, target.static.root);
   if (target.respond) return createRespondTarget(target.respond);
+  if (target.topic) {
+    if (!deps.bus) {
+      throw new Error(`route "${name}": a topic target needs the bus (RouteTableDeps.bus)`);
+    }
+    return createTopicTarget(target.topic, deps.bus);
+  }
+  if (target.websocket) {
+    const { bus, connections } = deps;
+    if (!bus || !connections) {
+      throw new Error(
+        `route "${name}": a websocket target needs the bus and the connection manager (RouteTableDeps.bus, .connections)`,
+      );
+    }
+    const upstream = target.websocket.upstream === undefined
+      ? undefined
+      : deps.upstreams.get(target.websocket.upstream);
+    return createWebSocketTarget(target.websocket, { bus, connections, upstream });
+  }
   const upstream = deps.upstreams.get(target.upstream!)!;
   return createUpstreamTarget(
     {
@@ -69,7 +95,7 @@ export function buildRouteTable(config: GatewayConfig, deps: RouteTableDeps): Co
       methods: route.match.methods,
       path: route.match.path,
       accepts: compileConditions(route.match),
-      handle: chain(stages, createTarget(route, deps)),
+      handle: chain(stages, createTarget(route, name, deps)),
       order: routeOrder(route.priority, route.match),
     };
   });

@@ -37,7 +37,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { WebSocketTargetConfig } from "../config/schema.ts";
 import type { Bus } from "../bus/bus.ts";
-import { topicError } from "../bus/topic.ts";
+import { compileTopicTemplate } from "../bus/topic_template.ts";
 import type { Connection } from "../connections/connection.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
 import { jsonError } from "../pipeline/errors.ts";
@@ -159,10 +159,7 @@ export function createWebSocketTarget(
     throw new Error("a proxy-mode WebSocket target needs its upstream");
   }
   const acceptable = config.protocols ?? [];
-  // Literal text at even indexes, placeholder names at odd ones.
-  const topicParts = config.topic.split(/\{([^{}]+)\}/);
-  const templateError = topicError(topicParts.map((part, i) => i % 2 ? "-" : part).join(""));
-  if (templateError) throw new Error(`WebSocket topic template: ${templateError}`);
+  const renderTopic = compileTopicTemplate(config.topic);
   const idleTimeout = config.heartbeat / 500; // seconds: two heartbeat intervals
 
   return async (c: GatewayContext): Promise<Response> => {
@@ -356,12 +353,7 @@ export function createWebSocketTarget(
         return;
       }
       placeholders.deviceId = connection.source.deviceId;
-      let topic = "";
-      for (let i = 0; i < topicParts.length; i++) {
-        topic += i % 2 === 0
-          ? topicParts[i]
-          : (placeholders[topicParts[i]] || "-").replace(/[/+#\0]/g, "_");
-      }
+      const topic = renderTopic(placeholders);
       try {
         deps.bus.publish({
           topic,

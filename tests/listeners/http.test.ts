@@ -4,7 +4,8 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
-import { bindingKey, HttpListener, ListenError } from "../../src/listeners/http.ts";
+import { bindingKey, HttpListener } from "../../src/listeners/http.ts";
+import { ListenError } from "../../src/listeners/listen_error.ts";
 
 const LOOPBACK = "127.0.0.1";
 
