@@ -9,7 +9,8 @@ import type { CounterValue, GaugeValue, HistogramValue, MetricsRegistry } from "
 
 /**
  * Requests by listener, route and status; latency by listener and route;
- * in-flight requests per listener; rate-limit rejections per route.
+ * in-flight requests per listener; rate-limit rejections and WebSocket slow
+ * consumers per route.
  *
  * @example
  * ```ts
@@ -24,6 +25,7 @@ export class HttpMetrics {
   readonly #duration;
   readonly #inFlight;
   readonly #rateLimited;
+  readonly #slowConsumers;
   readonly #cache = new Map<string, { count: CounterValue; duration: HistogramValue }>();
 
   constructor(registry: MetricsRegistry) {
@@ -47,6 +49,11 @@ export class HttpMetrics {
       "Requests refused with 429, by route and limit scope (client or route).",
       ["route", "scope"],
     );
+    this.#slowConsumers = registry.counter(
+      "gateway_websocket_slow_consumers_total",
+      "WebSocket clients closed (1008) for falling too far behind, by route.",
+      ["route"],
+    );
   }
 
   /** Counts one answered request. */
@@ -67,6 +74,11 @@ export class HttpMetrics {
   /** The in-flight gauge of a listener. */
   inFlight(listener: string): GaugeValue {
     return this.#inFlight.labels({ listener });
+  }
+
+  /** The counter of WebSocket clients of a route closed as slow consumers. */
+  slowConsumers(route: string): CounterValue {
+    return this.#slowConsumers.labels({ route });
   }
 
   /** The rejection counter of a route and scope. */

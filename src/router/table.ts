@@ -54,7 +54,13 @@ function createTarget(route: RouteConfig, name: string, deps: RouteTableDeps): T
     const upstream = target.websocket.upstream === undefined
       ? undefined
       : deps.upstreams.get(target.websocket.upstream);
-    return createWebSocketTarget(target.websocket, { bus, connections, upstream });
+    const slowConsumers = deps.metrics.slowConsumers(name);
+    return createWebSocketTarget(target.websocket, {
+      bus,
+      connections,
+      upstream,
+      onSlowConsumer: () => slowConsumers.inc(),
+    });
   }
   const upstream = deps.upstreams.get(target.upstream!)!;
   return createUpstreamTarget(

@@ -130,6 +130,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Do not wait for readiness (for tests of start-up failures). */
   noWait?: boolean;
+  /** A command the gateway runs under, such as `["prlimit", "--nofile=96:96"]`. */
+  prefix?: string[];
 }
 
 /**
@@ -160,7 +162,7 @@ export async function startGateway(
   };
   const configFile = join(dir, "config.json");
   await Deno.writeTextFile(configFile, JSON.stringify(full, null, 2));
-  const [cmd, ...args] = gatewayArgv();
+  const [cmd, ...args] = [...options.prefix ?? [], ...gatewayArgv()];
   const child = new Deno.Command(cmd, {
     args: [...args, "run", "--config", configFile],
     cwd: dir,

@@ -246,3 +246,83 @@ Deno.test("reload keeps an unchanged TCP listener's connections and restarts a c
     await gw.stop();
   }
 });
+
+Deno.test("out of file descriptors: the gateway survives, keeps its connections, and HTTP recovers", async (t) => {
+  if (!(await new Deno.Command("prlimit", { args: ["--version"] }).output().catch(() => null))) {
+    t.step("prlimit (util-linux) is not installed: skipped", () => {});
+    return;
+  }
+  const ports = { web: freePort(), plc: freePort() };
+  const gw = await startGateway({
+    listeners: {
+      web: { type: "http", host: "127.0.0.1", port: ports.web },
+      plc: { type: "tcp", host: "127.0.0.1", port: ports.plc, handshake: "device-id" },
+    },
+    routes: [
+      {
+        match: { path: "/push/:id", methods: ["POST"] },
+        target: { topic: { topic: "device/{id}/send" } },
+      },
+      { match: { path: "/health" }, target: { respond: { body: "ok" } } },
+    ],
+    log: { access: false },
+  }, { prefix: ["prlimit", "--nofile=128:128"] });
+  const held: Deno.Conn[] = [];
+  const closeAll = () => {
+    for (const conn of held.splice(0)) {
+      try {
+        conn.close();
+      } catch { /* closed by the gateway */ }
+    }
+  };
+  try {
+    const device = await Deno.connect({ hostname: "127.0.0.1", port: ports.plc });
+    await device.write(encoder.encode("survivor\n"));
+    await until(
+      "survivor is bound",
+      async () => (await connections(gw, "?device=survivor")).length ? true : undefined,
+    );
+    // Far more connections than descriptors, on both listeners.
+    for (let i = 0; i < 150; i++) {
+      for (const port of [ports.plc, ports.web]) {
+        try {
+          held.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+        } catch { /* refused while the gateway is out of descriptors */ }
+      }
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const metrics = await (await gw.admin("/metrics").catch(() => null))?.text() ?? "";
+    closeAll();
+    await until("HTTP serves again", async () => {
+      try {
+        const res = await fetch(`http://127.0.0.1:${ports.web}/health`);
+        return (await res.text()) === "ok" ? true : undefined;
+      } catch {
+        return undefined;
+      }
+    });
+    assertEquals(await push(ports.web, "/push/survivor", "still alive"), 1);
+    const buffer = new Uint8Array(32);
+    const n = await device.read(buffer);
+    assertEquals(
+      decoder.decode(buffer.subarray(0, n ?? 0)),
+      "still alive\n",
+      "the old connection kept working",
+    );
+    device.close();
+    assert(
+      metrics === "" || metrics.includes('reason="fd_budget"') ||
+        gw.output.includes("out of file descriptors"),
+      "the exhaustion was noticed (refusals counted or logged)",
+    );
+    assertEquals(gw.child.pid > 0, true);
+  } finally {
+    closeAll();
+    const status = await gw.stop();
+    assertEquals(
+      status.code,
+      0,
+      `the gateway exited cleanly after the flood:\n${gw.output.slice(-2000)}`,
+    );
+  }
+});
