@@ -48,9 +48,12 @@ export interface Peer {
 
 /** Bytes of replies waiting to be written before a connection is closed as a slow consumer. */
 export const SEND_QUEUE_LIMIT = 1024 * 1024;
-/** Reads go into slabs of this size, one after the other, while this much space is left. */
-const READ_SLAB_SIZE = 16 * 1024;
-const MIN_READ_SPACE = 4 * 1024;
+/**
+ * Reads go into slabs, one after the other, while a quarter of the slab is left. Slabs start
+ * small, so an idle connection costs little, and double (up to the largest) while reads fill them.
+ */
+const SMALLEST_READ_SLAB = 1024;
+const LARGEST_READ_SLAB = 16 * 1024;
 const MAX_ACCEPT_BACKOFF = 1000;
 const logger = getLogger(["gateway", "listener"]);
 
@@ -340,16 +343,20 @@ export async function serveFramedConnection(
 
   const decoder = codec.decoder();
   // Frames are views of what was read, so every read goes into space not read into before.
-  let readSlab = new Uint8Array(READ_SLAB_SIZE);
+  let nextSlabSize = SMALLEST_READ_SLAB;
+  let readSlab = new Uint8Array(nextSlabSize);
   let readSlabUsed = 0;
   try {
     for (;;) {
-      if (readSlab.length - readSlabUsed < MIN_READ_SPACE) {
-        readSlab = new Uint8Array(READ_SLAB_SIZE);
+      if (readSlab.length - readSlabUsed < readSlab.length / 4) {
+        readSlab = new Uint8Array(nextSlabSize);
         readSlabUsed = 0;
       }
+      const space = readSlab.length - readSlabUsed;
       const n = await conn.read(readSlab.subarray(readSlabUsed));
       if (n === null) break;
+      // A read that filled its space means more is waiting: the next slab is larger.
+      if (n === space) nextSlabSize = Math.min(LARGEST_READ_SLAB, readSlab.length * 2);
       const chunk = readSlab.subarray(readSlabUsed, readSlabUsed + n);
       readSlabUsed += n;
       let frames: Uint8Array[];
