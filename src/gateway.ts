@@ -169,8 +169,8 @@ export class Gateway {
         this.#reloads.labels({ result: "ok" }).inc();
         return { hash: loaded.hash, changed: false };
       }
-      await configureLogging(loaded.config.log);
       await this.#apply(loaded);
+      await configureLogging(loaded.config.log);
       this.#watch(loaded.files);
       this.#lastReloadError = undefined;
       this.#reloads.labels({ result: "ok" }).inc();
