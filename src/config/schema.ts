@@ -12,6 +12,7 @@
 
 import { z } from "zod";
 import { Duration, Size } from "./units.ts";
+import { compileTopicTemplate } from "../bus/topic_template.ts";
 
 const Name = z.string().regex(
   /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/,
@@ -78,7 +79,16 @@ export const FramingConfig = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("raw"), maxLength: Size.default(65_536) }),
 ]);
 
-const TOPIC_TEMPLATE = z.string().min(1).describe(
+/** A bus topic template, checked here so that `gateway check` reports it with its path. */
+const TopicTemplate = z.string().min(1).superRefine((template, ctx) => {
+  try {
+    compileTopicTemplate(template);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: (error as Error).message });
+  }
+});
+
+const TOPIC_TEMPLATE = TopicTemplate.describe(
   "placeholders: {listener}, {connectionId}, {deviceId}, {remoteAddress}; route params on WebSocket routes",
 );
 
@@ -228,9 +238,7 @@ export const WebSocketTargetConfig = z.strictObject({
 
 /** Publish the request body on the bus, or send it as a request and answer with the reply. */
 export const TopicTargetConfig = z.strictObject({
-  topic: z.string().min(1).describe(
-    "topic template; route params as {name}, e.g. 'device/{id}/send'",
-  ),
+  topic: TopicTemplate.describe("topic template; route params as {name}, e.g. 'device/{id}/send'"),
   mode: z.enum(["publish", "request"]).default("publish").describe(
     "publish: 202 with the number of subscribers; request: 200 with the first reply",
   ),
@@ -401,15 +409,20 @@ export const GatewayConfig = z.strictObject({
   log: LogConfig.default({ level: "info", format: "auto", access: true }),
   security: SecurityConfig.default({ limits: {}, trustProxy: false }),
   storage: StorageConfig.default({ dataDir: "data" }),
-}).superRefine((config, ctx) => {
-  const unknownUpstream = (name: string | undefined, path: PropertyKey[]) => {
-    if (name !== undefined && !config.upstreams[name]) {
+}).superRefine((input, ctx) => {
+  // Runs even when other parts of the document are invalid (so every problem is listed at
+  // once), so the document may not have its validated shape here: every access is guarded.
+  const config = input as Partial<typeof input>;
+  const upstreams = config.upstreams ?? {};
+  const listeners = config.listeners ?? {};
+  const unknownUpstream = (name: unknown, path: PropertyKey[]) => {
+    if (typeof name === "string" && !Object.hasOwn(upstreams, name)) {
       ctx.addIssue({ code: "custom", path, message: `unknown upstream "${name}"` });
     }
   };
-  config.routes.forEach((route, i) => {
-    for (const [j, name] of (route.listeners ?? []).entries()) {
-      const listener = config.listeners[name];
+  (Array.isArray(config.routes) ? config.routes : []).forEach((route, i) => {
+    for (const [j, name] of (Array.isArray(route?.listeners) ? route.listeners : []).entries()) {
+      const listener = Object.hasOwn(listeners, name) ? listeners[name] : undefined;
       const servesHttp = listener?.type === "http" ||
         (listener?.type === "unix" && listener.protocol === "http");
       if (!servesHttp) {
@@ -422,8 +435,8 @@ export const GatewayConfig = z.strictObject({
         });
       }
     }
-    unknownUpstream(route.target.upstream, ["routes", i, "target", "upstream"]);
-    unknownUpstream(route.target.websocket?.upstream, [
+    unknownUpstream(route?.target?.upstream, ["routes", i, "target", "upstream"]);
+    unknownUpstream(route?.target?.websocket?.upstream, [
       "routes",
       i,
       "target",
@@ -432,7 +445,8 @@ export const GatewayConfig = z.strictObject({
     ]);
   });
   const seen = new Map<string, string>();
-  for (const [name, listener] of Object.entries(config.listeners)) {
+  for (const [name, listener] of Object.entries(listeners)) {
+    if (!listener || typeof listener !== "object") continue;
     if (listener.type === "tcp") {
       unknownUpstream(listener.upstream, ["listeners", name, "upstream"]);
     }
@@ -449,7 +463,7 @@ export const GatewayConfig = z.strictObject({
     }
     seen.set(address, name);
   }
-});
+}, { when: () => true });
 
 /** The validated config, with defaults applied and units parsed. */
 export type GatewayConfig = z.output<typeof GatewayConfig>;
