@@ -357,7 +357,7 @@ export class Gateway {
     this.#runtime = runtime;
     this.#upstreams.clear();
     for (const [name, upstream] of runtime.upstreams) this.#upstreams.set(name, upstream);
-    await change.commit();
+    change.commit();
     for (const upstream of previous?.upstreams.values() ?? []) void upstream.stop();
   }
 

@@ -168,6 +168,8 @@ export async function loadConfig(
   const document: Record<string, unknown> = {};
   const files = [file];
   const sectionFile = new Map<string, string>();
+  /** Paths in a section are relative to the file the section is written in. */
+  const sectionDir = new Map<string, string>();
   const problems: string[] = [];
   for (const [section, value] of Object.entries(root)) {
     const include = value !== null && typeof value === "object" && !Array.isArray(value)
@@ -188,6 +190,7 @@ export async function loadConfig(
       document[section] = await readJson(included, `${shown(included)} (included as ${section})`);
       files.push(included);
       sectionFile.set(section, shown(included));
+      sectionDir.set(section, dirname(included));
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       problems.push(...error.problems);
@@ -210,14 +213,15 @@ export async function loadConfig(
   if (problems.length || !parsed.success) throw new ConfigError(problems);
 
   const config = parsed.data;
-  config.storage.dataDir = resolve(baseDir, config.storage.dataDir);
+  const dirOf = (section: string) => sectionDir.get(section) ?? baseDir;
+  config.storage.dataDir = resolve(dirOf("storage"), config.storage.dataDir);
   const tls: LoadedConfig["tls"] = {};
   for (const [name, listener] of Object.entries(config.listeners)) {
-    if (listener.type === "unix") listener.path = resolve(baseDir, listener.path);
+    if (listener.type === "unix") listener.path = resolve(dirOf("listeners"), listener.path);
     if (listener.type !== "http" || !listener.tls) continue;
     const pem = { cert: "", key: "" };
     for (const part of ["cert", "key"] as const) {
-      const at = resolve(baseDir, listener.tls[part]);
+      const at = resolve(dirOf("listeners"), listener.tls[part]);
       listener.tls[part] = at;
       try {
         pem[part] = await Deno.readTextFile(at);
@@ -234,7 +238,7 @@ export async function loadConfig(
   }
   for (const [i, route] of config.routes.entries()) {
     if (!route.target.static) continue;
-    route.target.static.root = resolve(baseDir, route.target.static.root);
+    route.target.static.root = resolve(dirOf("routes"), route.target.static.root);
     const problem = await checkReadable(route.target.static.root, "directory");
     if (problem) {
       problems.push(`${fileOf(["routes"])}: routes[${i}].target.static.root: ${problem}`);

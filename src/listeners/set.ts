@@ -2,12 +2,17 @@
  * The listeners of a running gateway, and how a reload changes them:
  *
  * - a listener whose key (address and every setting) is unchanged is kept,
- *   sockets and connections included; an HTTP listener gets the new handler;
- * - a listener on a new address is bound before the switch, so a bind
- *   failure (port in use) refuses the whole reload;
- * - a listener whose settings changed on the same address cannot be bound
- *   twice, so it is restarted after the switch (its connections close);
+ *   sockets and connections included; an HTTP listener gets the new handler
+ *   at the switch;
+ * - a listener on a new address is bound before the switch;
+ * - a listener whose settings changed on an address a running listener holds
+ *   (the same address, or a wildcard host and a specific one on the same
+ *   port) cannot be bound beside it, so the running one is stopped and the
+ *   new one started, also before the switch (its connections close);
  * - a listener that is gone is stopped after the switch.
+ *
+ * If anything fails to start, what was bound is stopped, what was stopped is
+ * started again, and the error is thrown: nothing changes.
  *
  * @module
  */
@@ -40,9 +45,23 @@ interface Live {
   module: ListenerModule;
 }
 
-/** A prepared change of the listener set, committed after the switch. */
+/** A prepared change of the listener set, committed at the switch. */
 export interface ListenerChange {
-  commit(): Promise<void>;
+  commit(): void;
+}
+
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
+
+/** Whether two addresses cannot both be bound: equal, or a wildcard and a host on one port. */
+function conflicts(a: string, b: string): boolean {
+  if (a === b) return !a.endsWith(":0");
+  const [transportA, ...restA] = a.split(":");
+  const [transportB, ...restB] = b.split(":");
+  if (transportA !== transportB || transportA === "unix") return false;
+  const portA = restA.pop();
+  const portB = restB.pop();
+  if (portA !== portB || portA === "0") return false;
+  return WILDCARD_HOSTS.has(restA.join(":")) || WILDCARD_HOSTS.has(restB.join(":"));
 }
 
 /**
@@ -53,17 +72,12 @@ export interface ListenerChange {
  * import { ListenerSet } from "./set.ts";
  * const listeners = new ListenerSet();
  * const change = await listeners.prepare(new Map());
- * await change.commit();
+ * change.commit();
  * await listeners.stop();
  * ```
  */
 export class ListenerSet {
   #live = new Map<string, Live>();
-
-  /** The running module of a listener id. */
-  get(id: string): ListenerModule | undefined {
-    return this.#live.get(id)?.module;
-  }
 
   /** Every running listener id and module. */
   entries(): [string, ListenerModule][] {
@@ -71,31 +85,28 @@ export class ListenerSet {
   }
 
   /**
-   * Binds the listeners on new addresses. Throws (after stopping what it
-   * bound) when one cannot start; otherwise returns the change to commit at
-   * the switch.
+   * Starts every listener the new config needs that is not running as it
+   * wants it. Throws, after undoing everything it did, when one cannot start;
+   * otherwise returns the change to commit at the switch.
    */
   async prepare(planned: ReadonlyMap<string, PlannedListener>): Promise<ListenerChange> {
-    const byKey = new Map([...this.#live.values()].map((live) => [live.planned.key, live]));
-    const byAddress = new Map([...this.#live.values()].map((live) => [live.planned.address, live]));
+    const unclaimed = new Map(this.#live);
     const next = new Map<string, Live>();
     const bound: ListenerModule[] = [];
-    const restarts: [string, PlannedListener, Live][] = [];
+    const stoppedOld: [string, Live][] = [];
     try {
       for (const [id, plan] of planned) {
-        const kept = byKey.get(plan.key);
+        const kept = [...unclaimed].find(([, live]) => live.planned.key === plan.key);
         if (kept) {
-          byKey.delete(plan.key);
-          byAddress.delete(plan.address);
-          next.set(id, { planned: plan, module: kept.module });
+          unclaimed.delete(kept[0]);
+          next.set(id, { planned: plan, module: kept[1].module });
           continue;
         }
-        const holder = byAddress.get(plan.address);
-        if (holder && !plan.address.endsWith(":0")) {
-          byAddress.delete(plan.address);
-          byKey.delete(holder.planned.key);
-          restarts.push([id, plan, holder]);
-          continue;
+        for (const [oldId, live] of [...unclaimed]) {
+          if (!conflicts(live.planned.address, plan.address)) continue;
+          unclaimed.delete(oldId);
+          await live.module.stop();
+          stoppedOld.push([oldId, live]);
         }
         const module = plan.create();
         await module.start();
@@ -104,34 +115,33 @@ export class ListenerSet {
       }
     } catch (error) {
       await Promise.all(bound.map((module) => module.stop()));
+      for (const [oldId, live] of stoppedOld) {
+        const revived = live.planned.create();
+        try {
+          await revived.start();
+          this.#live.set(oldId, { planned: live.planned, module: revived });
+        } catch (restartError) {
+          this.#live.delete(oldId);
+          logger.error("listener {id} could not be started again: {error}", {
+            id: oldId,
+            error: restartError,
+          });
+        }
+      }
       throw error;
     }
-    const retired = [...byKey.values()];
     return {
-      commit: async () => {
+      commit: () => {
         for (const live of next.values()) {
           if (live.module instanceof HttpListener && live.planned.handler) {
             live.module.setHandler(live.planned.handler);
           }
         }
         this.#live = next;
-        for (const live of retired) {
+        for (const live of unclaimed.values()) {
           live.module.stop().catch((error) =>
             logger.warn("a retired listener did not stop cleanly: {error}", { error })
           );
-        }
-        for (const [id, plan, old] of restarts) {
-          await old.module.stop();
-          const module = plan.create();
-          try {
-            await module.start();
-            this.#live.set(id, { planned: plan, module });
-          } catch (error) {
-            logger.error("listener {id} could not be restarted with its new settings: {error}", {
-              id,
-              error,
-            });
-          }
         }
       },
     };

@@ -30,6 +30,8 @@ export interface RequestState {
   readonly requestId: string;
   /** The client's address (from X-Forwarded-For when `security.trustProxy`). */
   readonly clientIp: string;
+  /** The address of the peer on the socket (a proxy in front, when there is one). */
+  readonly peerAddress: string;
   /** Set by the upstream target: which server answered, for the access log. */
   upstreamTarget?: string;
 }

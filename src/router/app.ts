@@ -64,11 +64,14 @@ class ListenerRequestState implements RequestState {
       const forwarded = this.trustProxy
         ? this.request.headers.get("x-forwarded-for")?.split(",")[0].trim()
         : undefined;
-      const addr = this.info.remoteAddr as Deno.Addr;
-      this.#clientIp = forwarded ||
-        (addr.transport === "tcp" || addr.transport === "udp" ? addr.hostname : "unix");
+      this.#clientIp = forwarded || this.peerAddress;
     }
     return this.#clientIp;
+  }
+
+  get peerAddress(): string {
+    const addr = this.info.remoteAddr as Deno.Addr;
+    return addr.transport === "tcp" || addr.transport === "udp" ? addr.hostname : "unix";
   }
 }
 

@@ -193,7 +193,7 @@ export function createUpstreamTarget(
     const forwardedFor = request.headers.get("x-forwarded-for");
     headers.set(
       "x-forwarded-for",
-      forwardedFor === null ? c.env.clientIp : `${forwardedFor}, ${c.env.clientIp}`,
+      forwardedFor === null ? c.env.peerAddress : `${forwardedFor}, ${c.env.peerAddress}`,
     );
     headers.set("x-forwarded-proto", url.startsWith("https:") ? "https" : "http");
     headers.set("x-forwarded-host", clientHost);

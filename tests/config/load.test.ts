@@ -434,3 +434,22 @@ Deno.test("several problems are reported at once, each with file and path", asyn
     assertStringIncludes(error.message, "MISSING_TOKEN_VAR");
   });
 });
+
+Deno.test("paths in an included section are relative to the included file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/conf.d/public`, { recursive: true });
+    await Deno.writeTextFile(
+      `${dir}/config.json`,
+      JSON.stringify({ routes: { $include: "conf.d/routes.json" } }),
+    );
+    await Deno.writeTextFile(
+      `${dir}/conf.d/routes.json`,
+      JSON.stringify([{ target: { static: { root: "public" } } }]),
+    );
+    const { config } = await loadConfig(`${dir}/config.json`);
+    assertEquals(config.routes[0].target.static?.root, `${dir}/conf.d/public`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -262,3 +262,34 @@ Deno.test("SIGTERM: stops accepting, lets a slow in-flight request finish, exits
     await slow.shutdown();
   }
 });
+
+Deno.test("a listener that cannot restart on its address refuses the reload; a host change on one port works", async () => {
+  const port = freePort();
+  await using gw = await startGateway(
+    respondConfig(port, "plain", {
+      listeners: { web: { type: "http", host: "0.0.0.0", port } },
+    }),
+    { files: { "junk.pem": "not a certificate" } },
+  );
+  const read = async () => await (await fetch(`http://127.0.0.1:${port}/hello`)).text();
+  assertEquals(await read(), "plain");
+
+  const broken = respondConfig(port, "tls", {
+    listeners: {
+      web: { type: "http", host: "0.0.0.0", port, tls: { cert: "junk.pem", key: "junk.pem" } },
+    },
+  });
+  await gw.writeConfig(withAdmin(broken, gw.adminUrl));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const refused = await gw.admin("/reload", { method: "POST" });
+    assertEquals(refused.status, 422, "refused every time, not 'unchanged' the second time");
+    assertStringIncludes((await refused.json()).error.message, 'listener "web"');
+    assertEquals(await read(), "plain", "the old listener serves again");
+  }
+
+  await gw.writeConfig(withAdmin(respondConfig(port, "loopback"), gw.adminUrl));
+  const moved = await gw.admin("/reload", { method: "POST" });
+  assertEquals(moved.status, 200, await moved.clone().text());
+  await moved.body?.cancel();
+  assertEquals(await read(), "loopback", "0.0.0.0 → 127.0.0.1 on the same port");
+});

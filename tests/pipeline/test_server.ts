@@ -34,6 +34,7 @@ export function serveTarget(handler: Target): TestServer {
     (request) =>
       app.fetch(request, {
         clientIp: request.headers.get("x-test-client-ip") ?? "127.0.0.1",
+        peerAddress: request.headers.get("x-test-client-ip") ?? "127.0.0.1",
         requestId: "test-request",
         route: { name: "test-route", listener: "test" },
       }),

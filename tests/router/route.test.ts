@@ -23,6 +23,7 @@ async function accepted(
     route: { name: "-", listener: "test" },
     requestId: "test-request",
     clientIp: "127.0.0.1",
+    peerAddress: "127.0.0.1",
   };
   const res = await app.fetch(new Request(url, { headers }), state);
   assertEquals(res.status, 200);

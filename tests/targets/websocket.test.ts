@@ -45,6 +45,7 @@ function serveWebSocketTarget(config: Record<string, unknown>, upstream?: Upstre
     (request) =>
       app.fetch(request, {
         clientIp: "127.0.0.1",
+        peerAddress: "127.0.0.1",
         requestId: "test-request",
         route: { name: ROUTE, listener: "test" },
       }),

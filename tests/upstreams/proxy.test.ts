@@ -70,6 +70,7 @@ function startGateway(
   const server = Deno.serve(loopback, (request) =>
     app.fetch(request, {
       clientIp: "192.0.2.7",
+      peerAddress: "198.51.100.20", // the proxy in front; clientIp is what it reported
       requestId: "req-1",
       route: { name: "test", listener: "http" },
     }));
@@ -166,7 +167,11 @@ Deno.test("proxy forwards path, query and body, sets X-Forwarded-* and Via, stri
   ]);
   const gatewayHost = gateway.url.slice("http://".length);
   assertEquals(seen.headers["host"], backend.url.slice("http://".length));
-  assertEquals(seen.headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
+  assertEquals(
+    seen.headers["x-forwarded-for"],
+    "203.0.113.9, 198.51.100.20",
+    "the socket peer is appended",
+  );
   assertEquals(seen.headers["x-forwarded-proto"], "http");
   assertEquals(seen.headers["x-forwarded-host"], gatewayHost);
   assertEquals(seen.headers["via"], "1.0 edge, 1.1 gateway");
