@@ -56,6 +56,8 @@ export interface WebSocketTargetDeps {
   onSlowConsumer?: () => void;
 }
 
+/** Milliseconds an upgraded socket may take to open before it is given up. */
+const OPEN_DEADLINE = 10_000;
 const logger = getLogger(["gateway", "websocket"]);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -282,6 +284,15 @@ export function createWebSocketTarget(
       connection.closed();
       if (upstreamSocket) relayClose(upstreamSocket, "upstream", event.code, event.reason);
     };
+    // A client that goes away before the 101 response reaches it never opens or closes its
+    // socket; after OPEN_DEADLINE it is given up, with its connection slot and upstream socket.
+    const openDeadline = setTimeout(() => {
+      if (client.readyState === WebSocket.CONNECTING) {
+        client.onclose?.(new CloseEvent("close", { code: 1006, reason: "never opened" }));
+      }
+    }, OPEN_DEADLINE);
+    client.addEventListener("open", () => clearTimeout(openDeadline));
+    client.addEventListener("close", () => clearTimeout(openDeadline));
 
     if (upstreamSocket && upstreamTarget) {
       const toUpstream = upstreamSocket;
