@@ -356,7 +356,7 @@ class Exchange {
       }
       if (this.connection.closed) break;
       if (chunk.done) {
-        if (length === -1 ? await this.#write(LAST_CHUNK) : sent === length) {
+        if (length === -1 ? await this.#writeBodyPart(LAST_CHUNK) : sent === length) {
           this.#bodySent = true;
           this.#armResponseTimer();
           return;
@@ -370,12 +370,29 @@ class Exchange {
         break;
       }
       const frame = length === -1 ? chunkFrame(chunk.value) : chunk.value;
-      if (frame.length > 0 && !(await this.#write(frame))) break;
+      if (frame.length > 0 && !(await this.#writeBodyPart(frame))) break;
     }
     await reader.cancel().catch(() => {});
   }
 
   /** Writes body bytes; a failure is left to the response side, which sees the connection end. */
+  /**
+   * Writes part of a streamed request body. Until the response starts, an
+   * upstream that does not take the bytes within the response timeout fails
+   * the request (`response-timeout`) instead of holding it forever.
+   */
+  async #writeBodyPart(bytes: Uint8Array): Promise<boolean> {
+    const timeout = this.request.responseTimeout;
+    const guarded = !this.#responseStarted && timeout > 0 && timeout < 2 ** 31;
+    if (guarded) {
+      this.deadline = performance.now() + timeout;
+      this.deadlines.arm(this);
+    }
+    const written = await this.#write(bytes);
+    if (guarded) this.deadlines.disarm(this);
+    return written;
+  }
+
   async #write(bytes: Uint8Array): Promise<boolean> {
     try {
       await this.connection.write(bytes);

@@ -538,6 +538,34 @@ Deno.test("slow server: response timeout", async () => {
   );
 });
 
+Deno.test("an upstream that stops reading a streamed body: response timeout, not a hang", async () => {
+  await withRawServer(
+    async (conn) => {
+      // Takes the connection and never reads, so the socket buffers fill up; the test's end
+      // closes it.
+      await delay(1500);
+      conn.close();
+    },
+    async (server, client) => {
+      const chunk = new Uint8Array(64 * 1024);
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (sent++ < 1024) controller.enqueue(chunk);
+          else controller.close();
+        },
+      });
+      const request = requestTo(server.port, "/upload", {
+        method: "POST",
+        body,
+        responseTimeout: 200,
+      });
+      await assertUpstreamError(client.request(request), "response-timeout", true);
+      assert.ok(sent < 1024, "the upload was given up, not completed");
+    },
+  );
+});
+
 Deno.test("connection refused is a connect error with nothing sent", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
