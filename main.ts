@@ -119,7 +119,7 @@ async function adminEndpoint(
     // a broken or missing config still has the default admin address
   }
   const admin = AdminConfig.safeParse(raw.admin ?? {}).data ??
-    AdminConfig.parse({ host: "127.0.0.1" });
+    AdminConfig.parse({});
   const storage = StorageConfig.safeParse(raw.storage ?? {}).data ?? StorageConfig.parse({});
   const host = admin.host === "0.0.0.0" ? "127.0.0.1" : admin.host === "::" ? "[::1]" : admin.host;
   const url = flags.admin ??

@@ -98,17 +98,13 @@ export const TcpListenerConfig = z.strictObject({
   host: z.string().default("127.0.0.1"),
   port: Port,
   mode: z.enum(["bus", "proxy"]).default("bus"),
-  framing: FramingConfig.default({ type: "line", delimiter: "\n", maxLength: 65_536 }),
+  framing: FramingConfig.prefault({ type: "line" }),
   topic: TOPIC_TEMPLATE.default("tcp/{listener}/{connectionId}"),
   handshake: z.enum(["none", "device-id"]).default("none").describe(
     "device-id: the first frame is the device id, bound to the connection and not published",
   ),
   upstream: Name.optional().describe("proxy mode: the upstream whose targets take the bytes"),
-  limits: ConnectionLimitsConfig.default({
-    maxConnections: 10_000,
-    maxPerIp: 1000,
-    idleTimeout: 300_000,
-  }),
+  limits: ConnectionLimitsConfig.prefault({}),
 }).refine((l) => l.mode !== "proxy" || l.upstream !== undefined, {
   message: "a proxy-mode TCP listener names an upstream",
   path: ["upstream"],
@@ -121,11 +117,7 @@ export const UdpListenerConfig = z.strictObject({
   port: Port,
   topic: TOPIC_TEMPLATE.default("udp/{listener}/{remoteAddress}"),
   maxDatagramSize: Size.default(65_507),
-  limits: ConnectionLimitsConfig.default({
-    maxConnections: 10_000,
-    maxPerIp: 1000,
-    idleTimeout: 300_000,
-  }),
+  limits: ConnectionLimitsConfig.prefault({}),
 });
 
 /** A Unix-socket listener: HTTP (routes as on any HTTP listener) or framed messages. */
@@ -136,15 +128,11 @@ export const UnixListenerConfig = z.strictObject({
   ),
   mode: z.string().regex(/^0?[0-7]{3}$/).default("660").describe("file mode of the socket, octal"),
   protocol: z.enum(["http", "framed"]).default("http"),
-  framing: FramingConfig.default({ type: "line", delimiter: "\n", maxLength: 65_536 }),
+  framing: FramingConfig.prefault({ type: "line" }),
   topic: TOPIC_TEMPLATE.default("unix/{listener}/{connectionId}"),
   handshake: z.enum(["none", "device-id"]).default("none"),
   drainTimeout: Duration.default(10_000),
-  limits: ConnectionLimitsConfig.default({
-    maxConnections: 10_000,
-    maxPerIp: 10_000,
-    idleTimeout: 300_000,
-  }),
+  limits: ConnectionLimitsConfig.prefault({ maxPerIp: 10_000 }),
 });
 
 /** Any listener. */
@@ -226,11 +214,7 @@ export const WebSocketTargetConfig = z.strictObject({
     "ping interval; a client silent for two intervals is closed",
   ),
   handshake: z.enum(["none", "device-id"]).default("none"),
-  limits: ConnectionLimitsConfig.default({
-    maxConnections: 10_000,
-    maxPerIp: 1000,
-    idleTimeout: 300_000,
-  }),
+  limits: ConnectionLimitsConfig.prefault({}),
 }).refine((ws) => ws.mode !== "proxy" || ws.upstream !== undefined, {
   message: "a proxy-mode WebSocket target names an upstream",
   path: ["upstream"],
@@ -284,7 +268,7 @@ export const RouteConfig = z.strictObject({
   name: Name.optional().describe("used in logs and metrics; defaults to routes[i]"),
   listeners: z.array(Name).optional().describe("listener names; all HTTP listeners when absent"),
   priority: z.number().int().default(0).describe("higher runs first; then the more specific match"),
-  match: MatchConfig.default({ path: "/*" }),
+  match: MatchConfig.prefault({}),
   target: TargetConfig,
   rateLimit: RateLimitConfig.optional(),
   limits: LimitsConfig.optional(),
@@ -334,12 +318,12 @@ export const UpstreamConfig = z.strictObject({
   timeouts: z.strictObject({
     connect: Duration.default(5000),
     response: Duration.default(60_000).describe("until the response headers arrive"),
-  }).default({ connect: 5000, response: 60_000 }),
+  }).prefault({}),
   retries: z.number().int().min(0).max(10).default(1).describe(
     "extra attempts on another target, for idempotent methods only",
   ),
   healthCheck: HealthCheckConfig.optional(),
-  passive: PassiveHealthConfig.default({ failures: 3, ejectFor: 30_000 }),
+  passive: PassiveHealthConfig.prefault({}),
   breaker: BreakerConfig.optional(),
 });
 
@@ -387,7 +371,7 @@ export const LogConfig = z.strictObject({
 
 /** Process-wide security defaults; routes may override limits and rate limits. */
 export const SecurityConfig = z.strictObject({
-  limits: LimitsConfig.default({}),
+  limits: LimitsConfig.prefault({}),
   rateLimit: RateLimitConfig.optional(),
   trustProxy: z.boolean().default(false).describe(
     "take the client address from X-Forwarded-For set by a proxy in front",
@@ -405,10 +389,10 @@ export const GatewayConfig = z.strictObject({
   listeners: z.record(Name, ListenerConfig).default({}),
   routes: z.array(RouteConfig).default([]),
   upstreams: z.record(Name, UpstreamConfig).default({}),
-  admin: AdminConfig.default({ enabled: true, host: "127.0.0.1", port: 9901 }),
-  log: LogConfig.default({ level: "info", format: "auto", access: true }),
-  security: SecurityConfig.default({ limits: {}, trustProxy: false }),
-  storage: StorageConfig.default({ dataDir: "data" }),
+  admin: AdminConfig.prefault({}),
+  log: LogConfig.prefault({}),
+  security: SecurityConfig.prefault({}),
+  storage: StorageConfig.prefault({}),
 }).superRefine((input, ctx) => {
   // Runs even when other parts of the document are invalid (so every problem is listed at
   // once), so the document may not have its validated shape here: every access is guarded.
