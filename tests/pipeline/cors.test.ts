@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../helpers/assert.ts";
 import { CorsConfig } from "../../src/config/schema.ts";
 import { createCorsStage } from "../../src/pipeline/cors.ts";
 import { chain, type Target } from "../../src/pipeline/stage.ts";
-import { serveTarget } from "./test_server.ts";
+import { serveTarget } from "../helpers/test_server.ts";
 
 /** Serves `target` behind a CORS stage built from config as a user would write it. */
 function serveWithCors(config: Record<string, unknown>, target: Target = () => new Response("ok")) {

@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { BodyTooLargeError, createLimitsStage } from "../../src/pipeline/limits.ts";
 import { chain, type Target } from "../../src/pipeline/stage.ts";
-import { serveTarget } from "./test_server.ts";
+import { serveTarget } from "../helpers/test_server.ts";
 
 const encoder = new TextEncoder();
 

@@ -6,7 +6,7 @@ import {
   TokenBucket,
 } from "../../src/pipeline/rate_limit.ts";
 import { chain } from "../../src/pipeline/stage.ts";
-import { serveTarget } from "./test_server.ts";
+import { serveTarget } from "../helpers/test_server.ts";
 
 Deno.test("TokenBucket starts full, empties, and refills with time", () => {
   const bucket = new TokenBucket({ rate: 2, per: 1000, burst: 3 }, 0);

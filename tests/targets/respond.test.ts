@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { RespondTargetConfig } from "../../src/config/schema.ts";
 import { createRespondTarget } from "../../src/targets/respond.ts";
-import { serveTarget } from "../pipeline/test_server.ts";
+import { serveTarget } from "../helpers/test_server.ts";
 
 /** Serves a respond target built from config as a user would write it. */
 function serveRespond(config: Record<string, unknown>) {

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { StaticTargetConfig } from "../../src/config/schema.ts";
 import { createStaticTarget } from "../../src/targets/static.ts";
-import { serveTarget } from "../pipeline/test_server.ts";
+import { serveTarget } from "../helpers/test_server.ts";
 
 const SECRET = "TOP SECRET";
 const BIG_CONTENT = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 31) % 251);

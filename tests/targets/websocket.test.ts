@@ -1,4 +1,4 @@
-import { Hono } from "hono";
+import { serveTarget } from "../helpers/test_server.ts";
 import { assertEquals } from "../helpers/assert.ts";
 import { freePort } from "../helpers/gateway.ts";
 import { Bus } from "../../src/bus/bus.ts";
@@ -6,7 +6,6 @@ import type { BusMessage } from "../../src/bus/message.ts";
 import { UpstreamConfig, WebSocketTargetConfig } from "../../src/config/schema.ts";
 import { ConnectionManager } from "../../src/connections/manager.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";
-import type { GatewayEnv } from "../../src/pipeline/stage.ts";
 import { createWebSocketTarget } from "../../src/targets/websocket.ts";
 import { createHttp1Client } from "../../src/upstreams/http1_client.ts";
 import { Upstream } from "../../src/upstreams/upstream.ts";
@@ -38,26 +37,15 @@ function serveWebSocketTarget(config: Record<string, unknown>, upstream?: Upstre
     upstream,
     onSlowConsumer: () => slowConsumers++,
   });
-  const app = new Hono<GatewayEnv>();
-  app.all("/ws/:name", (c) => target(c));
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    (request) =>
-      app.fetch(request, {
-        clientIp: "127.0.0.1",
-        peerAddress: "127.0.0.1",
-        requestId: "test-request",
-        route: { name: ROUTE, listener: "test" },
-      }),
-  );
+  const server = serveTarget(target, { path: "/ws/:name", route: ROUTE });
   return {
-    port: server.addr.port,
-    wsUrl: `ws://127.0.0.1:${server.addr.port}/ws/`,
+    port: server.port,
+    wsUrl: `ws://127.0.0.1:${server.port}/ws/`,
     bus,
     connections,
     slowConsumers: () => slowConsumers,
     async [Symbol.asyncDispose]() {
-      await server.shutdown();
+      await server[Symbol.asyncDispose]();
       connections.stop();
     },
   };

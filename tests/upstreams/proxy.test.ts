@@ -1,7 +1,6 @@
+import { serveTarget } from "../helpers/test_server.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { Hono } from "hono";
 import { UpstreamConfig } from "../../src/config/schema.ts";
-import type { GatewayEnv } from "../../src/pipeline/stage.ts";
 import { createHttp1Client } from "../../src/upstreams/http1_client.ts";
 import { createUpstreamTarget, type UpstreamRouteTarget } from "../../src/upstreams/proxy.ts";
 import { Upstream } from "../../src/upstreams/upstream.ts";
@@ -61,26 +60,21 @@ function startGateway(
   const client = createHttp1Client();
   const upstream = new Upstream("api", UpstreamConfig.parse(config), client, now);
   const proxy = createUpstreamTarget({ upstream: "api", ...route }, upstream, client);
-  const app = new Hono<GatewayEnv>();
-  app.all("*", async (c) => {
+  const server = serveTarget(async (c) => {
     const response = await proxy(c);
     response.headers.set("x-test-upstream-target", c.env.upstreamTarget ?? "");
     return response;
+  }, {
+    // clientIp is what a proxy in front reported; peerAddress is that proxy.
+    state: { clientIp: "192.0.2.7", peerAddress: "198.51.100.20", requestId: "req-1" },
   });
-  const server = Deno.serve(loopback, (request) =>
-    app.fetch(request, {
-      clientIp: "192.0.2.7",
-      peerAddress: "198.51.100.20", // the proxy in front; clientIp is what it reported
-      requestId: "req-1",
-      route: { name: "test", listener: "http" },
-    }));
   upstream.start();
   return {
-    url: `http://127.0.0.1:${server.addr.port}`,
+    url: server.url,
     upstream,
     async [Symbol.asyncDispose]() {
       await upstream.stop();
-      await server.shutdown();
+      await server[Symbol.asyncDispose]();
       client.close();
     },
   };
