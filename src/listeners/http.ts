@@ -30,21 +30,6 @@ type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Response | Pro
 const logger = getLogger(["gateway", "listener"]);
 
 /**
- * An identity for a binding: two bindings with the same key can share one socket.
- *
- * @example
- * ```ts
- * import { bindingKey } from "./http.ts";
- * bindingKey({ host: "127.0.0.1", port: 8080, drainTimeout: 1000 }); // "http://127.0.0.1:8080"
- * ```
- */
-export function bindingKey(binding: HttpBinding): string {
-  const { host, port, path, mode, tls } = binding;
-  if (path !== undefined) return `http+unix://${path}#${mode}`;
-  return tls ? `https://${host}:${port}\n${tls.cert}\n${tls.key}` : `http://${host}:${port}`;
-}
-
-/**
  * One bound HTTP(S) socket.
  *
  * @example
@@ -61,7 +46,6 @@ export function bindingKey(binding: HttpBinding): string {
  * ```
  */
 export class HttpListener {
-  readonly key: string;
   #handler: Handler;
   /** The server accepting now. */
   #server?: Deno.HttpServer<Deno.Addr>;
@@ -70,7 +54,6 @@ export class HttpListener {
   #stopping?: Promise<void>;
 
   constructor(readonly label: string, readonly binding: HttpBinding, handler: Handler) {
-    this.key = bindingKey(binding);
     this.#handler = handler;
   }
 

@@ -4,7 +4,7 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
-import { bindingKey, HttpListener } from "../../src/listeners/http.ts";
+import { HttpListener } from "../../src/listeners/http.ts";
 import { ListenError } from "../../src/listeners/listen_error.ts";
 
 const LOOPBACK = "127.0.0.1";
@@ -20,21 +20,6 @@ async function get(port: number, path = "/"): Promise<{ status: number; text: st
   return { status: res.status, text: await res.text() };
 }
 
-Deno.test("bindingKey: host and port for HTTP; TLS and its files change the key", () => {
-  const plain = { host: LOOPBACK, port: 8080, drainTimeout: 1000 };
-  assertEquals(bindingKey(plain), "http://127.0.0.1:8080");
-  assertEquals(bindingKey({ ...plain, drainTimeout: 5 }), bindingKey(plain), "drainTimeout");
-  assert(bindingKey({ ...plain, port: 8081 }) !== bindingKey(plain), "port");
-  assert(bindingKey({ ...plain, host: "0.0.0.0" }) !== bindingKey(plain), "host");
-  const tls = { ...plain, tls: { cert: "CERT-1", key: "KEY-1" } };
-  const key = bindingKey(tls);
-  assert(key.startsWith("https://127.0.0.1:8080"), key);
-  assert(key !== bindingKey(plain), "tls");
-  assertEquals(bindingKey({ ...tls, tls: { cert: "CERT-1", key: "KEY-1" } }), key);
-  assert(bindingKey({ ...tls, tls: { cert: "CERT-2", key: "KEY-1" } }) !== key, "renewed cert");
-  assert(bindingKey({ ...tls, tls: { cert: "CERT-1", key: "KEY-2" } }) !== key, "new key");
-});
-
 Deno.test("a listener on port 0 binds a real port and serves its handler", async () => {
   const listener = new HttpListener(
     'listener "web"',
@@ -42,7 +27,6 @@ Deno.test("a listener on port 0 binds a real port and serves its handler", async
     (request) => new Response(`hello ${new URL(request.url).pathname}`),
   );
   assertEquals(listener.port, 0, "before start, the configured port");
-  assertEquals(listener.key, "http://127.0.0.1:0");
   await listener.start();
   try {
     assert(listener.port > 0, `bound port ${listener.port}`);
