@@ -26,6 +26,7 @@ import { Upstream } from "./upstreams/upstream.ts";
 import type { UpstreamClient } from "./upstreams/client.ts";
 import { createHttp1Client } from "./upstreams/http1_client.ts";
 import { createAdminApp } from "./admin/api.ts";
+import type { GatewayModule, ModuleChange } from "./module.ts";
 import { MetricsRegistry } from "./observability/metrics.ts";
 import { HttpMetrics } from "./observability/http_metrics.ts";
 import { configureLogging } from "./observability/log.ts";
@@ -72,6 +73,11 @@ export class Gateway {
   readonly connections = new ConnectionManager(this.bus, this.metrics);
   /** The serving config's upstreams, for listeners kept across reloads (TCP proxy mode). */
   readonly #upstreams = new Map<string, Upstream>();
+  /**
+   * The modules with a lifecycle of their own, in start order (stopped in
+   * reverse). Each is prepared from every new config beside its running state.
+   */
+  readonly #modules: GatewayModule[] = [];
   readonly #startedAt = Date.now();
   #runtime?: Runtime;
   readonly #listeners = new ListenerSet();
@@ -197,6 +203,7 @@ export class Gateway {
       this.#stopWatching?.();
       await this.#queue;
       await this.#listeners.stop();
+      for (const module of this.#modules.toReversed()) await module.stop();
       await Promise.all([...this.#runtime?.upstreams.values() ?? []].map((u) => u.stop()));
       this.connections.stop();
       this.#client.close();
@@ -254,6 +261,7 @@ export class Gateway {
       upstreams: Object.fromEntries(
         [...runtime?.upstreams ?? []].map(([name, upstream]) => [name, upstream.snapshot()]),
       ),
+      ...Object.fromEntries(this.#modules.map((module) => [module.name, module.status()])),
     };
   }
 
@@ -333,6 +341,7 @@ export class Gateway {
         stop: () => void this.stop(),
         connections: (filter) => this.connections.list(filter),
         closeConnection: (id) => this.connections.close(id, "closed by the admin API"),
+        modules: this.#modules,
       }, adminToken);
       const { host, port } = config.admin;
       const binding = { host, port, drainTimeout: 2000 };
@@ -351,7 +360,18 @@ export class Gateway {
     await Deno.mkdir(loaded.config.storage.dataDir, { recursive: true });
     const token = loaded.config.admin.token ?? await localAdminToken(loaded.config.storage.dataDir);
     const runtime = this.#build(loaded, token);
-    const change = await this.#listeners.prepare(runtime.listeners);
+    const prepared: ModuleChange[] = [];
+    try {
+      for (const module of this.#modules) prepared.push(await module.prepare(loaded.config));
+    } catch (error) {
+      for (const change of prepared.toReversed()) await change.abort();
+      throw error;
+    }
+    const change = await this.#listeners.prepare(runtime.listeners).catch(async (error) => {
+      for (const change of prepared.toReversed()) await change.abort();
+      throw error;
+    });
+    for (const moduleChange of prepared) await moduleChange.commit();
     for (const upstream of runtime.upstreams.values()) upstream.start();
     const previous = this.#runtime;
     this.#runtime = runtime;

@@ -8,6 +8,7 @@
 
 import { Hono } from "hono";
 import type { ConnectionInfo } from "../connections/connection.ts";
+import type { GatewayModule } from "../module.ts";
 import { jsonError } from "../pipeline/errors.ts";
 
 /** What the admin API can ask of the running gateway. */
@@ -28,6 +29,8 @@ export interface AdminControls {
   connections(filter: { listener?: string; deviceId?: string }): ConnectionInfo[];
   /** Closes a connection; false when no live connection has that id. */
   closeConnection(id: string): boolean;
+  /** The modules whose own endpoints (`/plugins`, `/workers`, ...) the API serves. */
+  modules: readonly GatewayModule[];
 }
 
 function sameSecret(given: string, expected: string): boolean {
@@ -53,6 +56,7 @@ function sameSecret(given: string, expected: string): boolean {
  *   stop: () => {},
  *   connections: () => [],
  *   closeConnection: () => false,
+ *   modules: [],
  * }, "a-token-of-16-chars-or-more");
  * const res = await app.fetch(new Request("http://admin/healthz"));
  * ```
@@ -118,6 +122,7 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
     }
     return c.body(null, 204);
   });
+  for (const module of controls.modules) module.admin?.(app);
   app.post("/stop", (c) => {
     setTimeout(() => controls.stop(), 10);
     return c.json({ status: "stopping" }, 202);

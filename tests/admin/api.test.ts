@@ -37,6 +37,7 @@ function fakeControls(overrides: Partial<AdminControls> = {}) {
     },
     connections: () => [],
     closeConnection: () => false,
+    modules: [],
     ...overrides,
   };
   return { controls, calls };

@@ -45,6 +45,7 @@ function fakeControls() {
       if (known) closed.push(id);
       return known;
     },
+    modules: [],
   };
   return { controls, filters, closed };
 }
