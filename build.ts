@@ -113,6 +113,14 @@ async function compile(): Promise<number> {
     "compile",
     ...RUNTIME_FLAGS,
     "--exclude-unused-npm",
+    // Started with new Worker(new URL(...)), which deno compile does not follow.
+    "--include",
+    join(ROOT, "src", "models", "inference_worker.ts"),
+    "--include",
+    join(ROOT, "src", "plugins", "runtime.ts"),
+    // Read at run time by `gateway plugin new`.
+    "--include",
+    join(ROOT, "sdk", "plugin.ts"),
     "--exclude",
     join(ROOT, "node_modules"),
     "--output",

@@ -6,6 +6,7 @@
  * gateway check [--config config.json]   validate; every problem listed, exit 1 when any
  * gateway schema                         the config's JSON Schema, for editors
  * gateway reload|status|stop             talk to a running gateway's admin API
+ * gateway plugin new NAME [--dir plugins] write a commented plugin to start from
  * gateway version
  * ```
  *
@@ -20,6 +21,7 @@ import { AdminConfig, GatewayConfig, StorageConfig } from "./src/config/schema.t
 import { Gateway, localAdminToken } from "./src/gateway.ts";
 import { flushLogs } from "./src/observability/log.ts";
 import { VERSION } from "./src/version.ts";
+import { writePluginTemplate } from "./src/plugins/template.ts";
 
 const DEFAULT_CONFIG = "config/config.json";
 
@@ -33,8 +35,9 @@ Commands:
   check     validate a config and list every problem
   schema    print the config's JSON Schema
   reload    make a running gateway re-read its config
-  status    show a running gateway's listeners, routes and upstreams
+  status    show a running gateway's listeners, routes, upstreams and workers
   stop      stop a running gateway gracefully
+  plugin    'plugin new NAME': write a plugin to start from
   version   print the version
 
 Run 'gateway <command> --help' for a command's options.`,
@@ -59,10 +62,16 @@ reasons when the new config is refused.`,
   status: `Usage: gateway status [--config FILE] [--admin URL] [--token TOKEN]
 
 Prints the running gateway's status: version, uptime, config hash, listeners, routes,
-upstream target health and breaker state.`,
+upstream target health and breaker state, and each language worker with its instances
+(pid, state, restarts, calls in flight, calls, errors, p50/p99).`,
   stop: `Usage: gateway stop [--config FILE] [--admin URL] [--token TOKEN]
 
 Asks the running gateway to stop gracefully.`,
+  plugin: `Usage: gateway plugin new NAME [--dir DIR]
+
+Writes DIR/NAME.ts (DIR defaults to plugins), a commented plugin with every hook, and
+DIR/_sdk/plugin.ts, the SDK's types, so an editor checks the plugin. Refuses to
+overwrite an existing plugin.`,
   version: `Usage: gateway version`,
 };
 
@@ -171,10 +180,11 @@ if (import.meta.main) {
         config: { type: "string", short: "c", default: DEFAULT_CONFIG },
         admin: { type: "string" },
         token: { type: "string" },
+        dir: { type: "string", default: "plugins" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
-      allowPositionals: false,
+      allowPositionals: command === "plugin",
     });
   } catch (error) {
     fail(
@@ -182,7 +192,7 @@ if (import.meta.main) {
       2,
     );
   }
-  const { values } = parsed;
+  const { values, positionals } = parsed;
   if (command === "help" || command === "--help" || command === "-h") console.log(HELP[""]);
   else if (!(command in HELP)) fail([`gateway: unknown command "${command}"`, HELP[""]], 2);
   else if (values.help) console.log(HELP[command]);
@@ -194,6 +204,14 @@ if (import.meta.main) {
       null,
       2,
     ));
+  } else if (command === "plugin") {
+    const [action, name] = positionals;
+    if (action !== "new" || !name || positionals.length !== 2) fail([HELP.plugin], 2);
+    try {
+      console.log(`wrote ${await writePluginTemplate(values.dir, name)}`);
+    } catch (error) {
+      fail([`gateway plugin new: ${(error as Error).message}`]);
+    }
   } else if (command === "version") console.log(`gateway ${VERSION} (deno ${Deno.version.deno})`);
   else await callAdmin(command as "reload" | "status" | "stop", values.config, values);
 }

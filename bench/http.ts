@@ -22,22 +22,25 @@
 
 import { join } from "node:path";
 import { freePort, gatewayArgv } from "../tests/helpers/gateway.ts";
+import {
+  delay,
+  installed,
+  type Load,
+  median,
+  printTable,
+  rssMiB,
+  runBench,
+  start as startProcess,
+  stop,
+  writeResults,
+  wrk,
+} from "./support.ts";
 
 const ROOT = join(import.meta.dirname!, "..");
 const HELLO = join(ROOT, "bench", "servers", "hello.ts");
-const RESULTS = join(ROOT, ".bench", "http.json");
 const LOAD = { threads: 1, connections: 50, seconds: Number(Deno.env.get("BENCH_SECONDS") ?? 10) };
 const WARMUP_SECONDS = 3;
 const STARTUP_RUNS = 3;
-
-/** wrk's figures for one server. */
-interface Load {
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  /** Non-2xx responses plus socket errors (connect, read, write, timeout). */
-  errors: number;
-}
 
 /** One row of the results table. */
 interface Row extends Partial<Load> {
@@ -56,105 +59,15 @@ interface Case {
 }
 
 const dir = await Deno.makeTempDir({ prefix: "bench-http-" });
-const running = new Set<Deno.ChildProcess>();
 
 const slug = (name: string) => name.replace(/\W+/g, "-");
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const median = (values: number[]) => values.toSorted((a, b) => a - b)[values.length >> 1];
-
-/** Whether `command` exists on PATH (its exit code does not matter). */
-async function installed(command: string): Promise<boolean> {
-  try {
-    await new Deno.Command(command, { args: ["-v"], stdout: "null", stderr: "null" }).output();
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
-/** Spawns `argv` with its output in `logFile`; `exec` keeps the child's pid the server's. */
-function spawn(argv: string[], logFile: string): Deno.ChildProcess {
-  const child = new Deno.Command("/bin/sh", {
-    args: ["-c", 'exec "$@" >"$0" 2>&1', logFile, ...argv],
-    stdin: "null",
-  }).spawn();
-  running.add(child);
-  return child;
-}
-
-/** SIGTERM, then SIGKILL after 5 s; resolves once the process is gone. */
-async function stop(child: Deno.ChildProcess): Promise<void> {
-  running.delete(child);
-  const kill = (signal: Deno.Signal) => {
-    try {
-      child.kill(signal);
-    } catch { /* already exited */ }
-  };
-  kill("SIGTERM");
-  const timer = setTimeout(() => kill("SIGKILL"), 5000);
-  await child.status;
-  clearTimeout(timer);
-}
 
 /** Starts a case and polls it until it answers 200; returns the child and the time that took. */
-async function start(test: Case): Promise<{ child: Deno.ChildProcess; startupMs: number }> {
-  const logFile = join(dir, `${slug(test.name)}.log`);
-  const began = performance.now();
-  const child = spawn(test.argv, logFile);
-  let exited = false;
-  child.status.then(() => exited = true);
-  while (!exited && performance.now() - began < 30_000) {
-    try {
-      const response = await fetch(`http://127.0.0.1:${test.port}/`);
-      await response.body?.cancel();
-      if (response.status === 200) return { child, startupMs: performance.now() - began };
-    } catch { /* not listening yet */ }
-    await delay(5);
-  }
-  await stop(child);
-  const log = await Deno.readTextFile(logFile).catch(() => "");
-  throw new Error(`${test.name} never answered 200 on port ${test.port}:\n${log.slice(-2000)}`);
-}
-
-/** Resident memory of a process, from /proc. */
-async function rssMiB(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  return Math.round(Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) / 102.4) / 10;
-}
-
-/** Runs wrk against `port` for `seconds` and parses its `--latency` report. */
-async function wrk(port: number, seconds: number): Promise<Load> {
-  const child = new Deno.Command("wrk", {
-    args: [
-      `-t${LOAD.threads}`,
-      `-c${LOAD.connections}`,
-      `-d${seconds}s`,
-      "--latency",
-      `http://127.0.0.1:${port}/`,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  running.add(child);
-  const output = await child.output();
-  running.delete(child);
-  const text = new TextDecoder().decode(output.stdout);
-  if (!output.success) throw new Error(`wrk failed: ${new TextDecoder().decode(output.stderr)}`);
-  const percentile = (p: number) => {
-    const [, value, unit] = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)$`, "m").exec(text)!;
-    const ms = Number(value) * { us: 0.001, ms: 1, s: 1000 }[unit as "us" | "ms" | "s"];
-    return Math.round(ms * 1000) / 1000;
-  };
-  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/
-    .exec(text)?.slice(1) ?? [];
-  return {
-    rps: Number(/^Requests\/sec:\s+([\d.]+)/m.exec(text)![1]),
-    p50Ms: percentile(50),
-    p99Ms: percentile(99),
-    errors: [/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? "0", ...socketErrors]
-      .reduce((sum, n) => sum + Number(n), 0),
-  };
+function start(test: Case): Promise<{ child: Deno.ChildProcess; startupMs: number }> {
+  return startProcess(test.argv, {
+    url: `http://127.0.0.1:${test.port}/`,
+    logFile: join(dir, `${slug(test.name)}.log`),
+  });
 }
 
 /** A gateway config serving `port`, with a respond route or a route to `upstreamPort`. */
@@ -238,8 +151,9 @@ async function measure(test: Case, withLoad: boolean): Promise<Row> {
     await delay(1000);
     const idleRssMiB = test.rss ? await rssMiB(child.pid) : undefined;
     if (!withLoad) return { name: test.name, idleRssMiB, skipped: "wrk not installed" };
-    await wrk(test.port, WARMUP_SECONDS);
-    return { name: test.name, idleRssMiB, ...await wrk(test.port, LOAD.seconds) };
+    const url = `http://127.0.0.1:${test.port}/`;
+    await wrk(url, { ...LOAD, seconds: WARMUP_SECONDS });
+    return { name: test.name, idleRssMiB, ...await wrk(url, LOAD) };
   } finally {
     await stop(child);
   }
@@ -256,10 +170,10 @@ async function startupTimes(test: Case): Promise<number[]> {
   return times;
 }
 
-function printTable(rows: Row[]): void {
+function printRows(rows: Row[]): void {
   const cell = (value: number | undefined, digits: number) =>
     value === undefined ? "-" : value.toFixed(digits);
-  const lines = [
+  printTable([
     ["server", "rps", "p50 ms", "p99 ms", "errors", "idle RSS MiB"],
     ...rows.map((row) => [
       row.name,
@@ -269,19 +183,7 @@ function printTable(rows: Row[]): void {
       cell(row.errors, 0),
       cell(row.idleRssMiB, 1),
     ]),
-  ];
-  const widths = lines[0].map((_, i) => Math.max(...lines.map((line) => line[i].length)));
-  for (const line of lines) {
-    console.log(
-      line.map((text, i) => i ? text.padStart(widths[i]) : text.padEnd(widths[i]))
-        .join("  "),
-    );
-  }
-}
-
-async function cleanUp(): Promise<void> {
-  await Promise.all([...running].map(stop));
-  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  ]);
 }
 
 async function main(): Promise<void> {
@@ -327,7 +229,7 @@ async function main(): Promise<void> {
     proxyVsNginx: ratio(proxyRow, nginxRow),
   };
 
-  printTable(rows);
+  printRows(rows);
   const verdict = (value: number | undefined, target: number) =>
     value === undefined
       ? "n/a"
@@ -340,36 +242,20 @@ async function main(): Promise<void> {
     }, bare Deno.serve ${median(startupMs.bare)} ms ${JSON.stringify(startupMs.bare)}`,
   );
 
-  await Deno.mkdir(join(ROOT, ".bench"), { recursive: true });
-  await Deno.writeTextFile(
-    RESULTS,
-    JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        deno: Deno.version.deno,
-        cpus: navigator.hardwareConcurrency,
-        gateway: gatewayArgv().join(" "),
-        load: hasWrk ? { tool: "wrk", ...LOAD, warmupSeconds: WARMUP_SECONDS } : null,
-        nginx: hasNginx ? { workerProcesses: 1, upstreamKeepalive: 64 } : null,
-        rows,
-        ratios,
-        startupMs: {
-          gateway: { runs: startupMs.gateway, median: median(startupMs.gateway) },
-          bare: { runs: startupMs.bare, median: median(startupMs.bare) },
-        },
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  console.log(`\nwrote ${RESULTS}`);
+  await writeResults("http", {
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    cpus: navigator.hardwareConcurrency,
+    gateway: gatewayArgv().join(" "),
+    load: hasWrk ? { tool: "wrk", ...LOAD, warmupSeconds: WARMUP_SECONDS } : null,
+    nginx: hasNginx ? { workerProcesses: 1, upstreamKeepalive: 64 } : null,
+    rows,
+    ratios,
+    startupMs: {
+      gateway: { runs: startupMs.gateway, median: median(startupMs.gateway) },
+      bare: { runs: startupMs.bare, median: median(startupMs.bare) },
+    },
+  });
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  Deno.addSignalListener(signal, () => cleanUp().finally(() => Deno.exit(130)));
-}
-try {
-  await main();
-} finally {
-  await cleanUp();
-}
+await runBench(main, () => Deno.remove(dir, { recursive: true }));

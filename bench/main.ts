@@ -10,6 +10,9 @@
  * deno task bench                          # bench/http.ts
  * deno task bench upstream_clients         # bench/upstream_clients.ts
  * deno task bench http upstream_clients    # both, in this order
+ * deno task bench mqtt                     # bench/mqtt.ts: the MQTT broker against Mosquitto
+ * deno task bench models                   # bench/models.ts: inference and OCR
+ * deno task bench workers                  # bench/workers.ts: worker SDK calls against raw echo
  * ```
  *
  * @module

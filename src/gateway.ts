@@ -27,10 +27,14 @@ import type { UpstreamClient } from "./upstreams/client.ts";
 import { createHttp1Client } from "./upstreams/http1_client.ts";
 import { createAdminApp } from "./admin/api.ts";
 import type { GatewayModule, ModuleChange } from "./module.ts";
+import { PluginHost } from "./plugins/host.ts";
 import { MetricsRegistry } from "./observability/metrics.ts";
 import { HttpMetrics } from "./observability/http_metrics.ts";
 import { configureLogging } from "./observability/log.ts";
 import { VERSION } from "./version.ts";
+import { MqttModule } from "./mqtt/module.ts";
+import { WorkerSupervisor } from "./workers/supervisor.ts";
+import { ModelRegistry } from "./models/registry.ts";
 
 const logger = getLogger(["gateway"]);
 const SECRET_KEY = /token|password|secret|authorization/i;
@@ -73,11 +77,24 @@ export class Gateway {
   readonly connections = new ConnectionManager(this.bus, this.metrics);
   /** The serving config's upstreams, for listeners kept across reloads (TCP proxy mode). */
   readonly #upstreams = new Map<string, Upstream>();
+  /** TypeScript plugins, each in its own sandboxed Worker. */
+  readonly #plugins = new PluginHost(this.bus, this.metrics);
+  /** ONNX models and OCR, run in inference Workers. */
+  readonly #models = new ModelRegistry(this.bus, this.metrics);
+  /** The embedded MQTT broker (idle while the config has no `mqtt` section). */
+  readonly #mqtt = new MqttModule(this.bus, this.connections, this.metrics);
   /**
    * The modules with a lifecycle of their own, in start order (stopped in
-   * reverse). Each is prepared from every new config beside its running state.
+   * reverse): functions (plugins, workers, models) are served before the
+   * broker lets clients in. Each is prepared from every new config beside its
+   * running state.
    */
-  readonly #modules: GatewayModule[] = [];
+  readonly #modules: readonly GatewayModule[] = [
+    this.#plugins,
+    new WorkerSupervisor(this.bus, this.metrics),
+    this.#models,
+    this.#mqtt,
+  ];
   readonly #startedAt = Date.now();
   #runtime?: Runtime;
   readonly #listeners = new ListenerSet();
@@ -252,11 +269,8 @@ export class Gateway {
         methods: route.match.methods ?? "all",
         path: route.match.path,
         host: route.match.host,
-        target: route.target.upstream
-          ? { upstream: route.target.upstream }
-          : route.target.static
-          ? { static: route.target.static.root }
-          : { respond: route.target.respond?.status },
+        plugins: route.plugins ?? [],
+        target: route.target,
       })),
       upstreams: Object.fromEntries(
         [...runtime?.upstreams ?? []].map(([name, upstream]) => [name, upstream.snapshot()]),
@@ -278,6 +292,9 @@ export class Gateway {
       metrics: this.#httpMetrics,
       bus: this.bus,
       connections: this.connections,
+      mqtt: this.#mqtt,
+      plugins: this.#plugins,
+      models: this.#models,
     });
     const httpHandler = (name: string) =>
       buildListenerApp({

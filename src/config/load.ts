@@ -9,6 +9,8 @@
  */
 
 import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { resolveMqttPaths } from "../mqtt/config.ts";
+import { resolveModelPaths } from "../models/config.ts";
 import { GatewayConfig } from "./schema.ts";
 
 /** A config that cannot be used, with every problem found. */
@@ -215,6 +217,7 @@ export async function loadConfig(
   const config = parsed.data;
   const dirOf = (section: string) => sectionDir.get(section) ?? baseDir;
   config.storage.dataDir = resolve(dirOf("storage"), config.storage.dataDir);
+  config.plugins.dir = resolve(dirOf("plugins"), config.plugins.dir);
   const tls: LoadedConfig["tls"] = {};
   for (const [name, listener] of Object.entries(config.listeners)) {
     if (listener.type === "unix") listener.path = resolve(dirOf("listeners"), listener.path);
@@ -235,6 +238,14 @@ export async function loadConfig(
       }
     }
     tls[name] = pem;
+  }
+  if (config.mqtt) resolveMqttPaths(config.mqtt, dirOf("mqtt"));
+  resolveModelPaths(config.models, config.ocr, dirOf("models"), dirOf("ocr"));
+  for (const worker of config.workers) {
+    worker.cwd = resolve(dirOf("workers"), worker.cwd ?? ".");
+    const program = worker.command[0];
+    if (program.includes("/")) worker.command[0] = resolve(worker.cwd, program);
+    worker.watch = worker.watch.map((glob) => resolve(worker.cwd!, glob));
   }
   for (const [i, route] of config.routes.entries()) {
     if (!route.target.static) continue;

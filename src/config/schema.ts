@@ -11,8 +11,18 @@
  */
 
 import { z } from "zod";
+import { PluginName, PluginsConfig } from "../plugins/config.ts";
 import { Duration, Size } from "./units.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
+import { MqttConfig, MqttTargetConfig } from "../mqtt/config.ts";
+import { WorkerConfig } from "../workers/config.ts";
+import {
+  InferenceConfig,
+  ModelsConfig,
+  ModelTargetConfig,
+  OcrConfig,
+  OcrTargetConfig,
+} from "../models/config.ts";
 
 const Name = z.string().regex(
   /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/,
@@ -36,6 +46,7 @@ export const HttpListenerConfig = z.strictObject({
   drainTimeout: Duration.default(10_000).describe(
     "how long in-flight requests may take to finish when the listener stops",
   ),
+  plugins: z.array(PluginName).optional().describe("plugins whose hooks run on every route here"),
 });
 
 /** Limits on the connections of a socket listener (or WebSocket route). */
@@ -229,6 +240,15 @@ export const TopicTargetConfig = z.strictObject({
   timeout: Duration.default(5000).describe("request mode: 504 after this long without a reply"),
 });
 
+/** A route that calls a function: a plugin's, a worker's or a model's. */
+export const FunctionTargetConfig = z.strictObject({
+  name: z.string().regex(
+    /^(?:(plugin|worker|model):)?[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$/,
+    "a function is 'owner.name' or 'plugin:|worker:|model:owner.name'",
+  ).describe("e.g. 'worker:orders.create' or 'plugin:stamp.sign'"),
+  timeout: Duration.default(30_000).describe("504 after this long without a result"),
+});
+
 /** Where a route sends a request: exactly one of the fields. */
 export const TargetConfig = z.strictObject({
   upstream: UpstreamTargetConfig.shape.upstream.optional(),
@@ -238,8 +258,24 @@ export const TargetConfig = z.strictObject({
   respond: RespondTargetConfig.optional(),
   websocket: WebSocketTargetConfig.optional(),
   topic: TopicTargetConfig.optional(),
+  mqtt: MqttTargetConfig.optional().describe("MQTT over WebSocket into the embedded broker"),
+  function: FunctionTargetConfig.optional(),
+  model: ModelTargetConfig.optional().describe(
+    "run a model on JSON tensors (POST /models/:name/infer)",
+  ),
+  ocr: OcrTargetConfig.optional().describe("read the PNG or JPEG in the body (POST /ocr)"),
 }).superRefine((target, ctx) => {
-  const all = ["upstream", "static", "respond", "websocket", "topic"] as const;
+  const all = [
+    "upstream",
+    "static",
+    "respond",
+    "websocket",
+    "topic",
+    "function",
+    "mqtt",
+    "model",
+    "ocr",
+  ] as const;
   const kinds = all.filter((k) => target[k] !== undefined);
   if (kinds.length !== 1) {
     ctx.addIssue({
@@ -269,6 +305,9 @@ export const RouteConfig = z.strictObject({
   listeners: z.array(Name).optional().describe("listener names; all HTTP listeners when absent"),
   priority: z.number().int().default(0).describe("higher runs first; then the more specific match"),
   match: MatchConfig.prefault({}),
+  plugins: z.array(PluginName).optional().describe(
+    "plugins whose hooks run on this route (after plugins.global and the listener's), by priority",
+  ),
   target: TargetConfig,
   rateLimit: RateLimitConfig.optional(),
   limits: LimitsConfig.optional(),
@@ -389,10 +428,16 @@ export const GatewayConfig = z.strictObject({
   listeners: z.record(Name, ListenerConfig).default({}),
   routes: z.array(RouteConfig).default([]),
   upstreams: z.record(Name, UpstreamConfig).default({}),
+  plugins: PluginsConfig.prefault({}),
   admin: AdminConfig.prefault({}),
   log: LogConfig.prefault({}),
   security: SecurityConfig.prefault({}),
   storage: StorageConfig.prefault({}),
+  mqtt: MqttConfig.optional().describe("the embedded MQTT broker and its bridges"),
+  workers: z.array(WorkerConfig).default([]).describe("language workers (Python, PHP, Node, ...)"),
+  models: ModelsConfig.default([]).describe("ONNX models run in-process (WebAssembly)"),
+  inference: InferenceConfig.prefault({}),
+  ocr: OcrConfig.prefault({}),
 }).superRefine((input, ctx) => {
   // Runs even when other parts of the document are invalid (so every problem is listed at
   // once), so the document may not have its validated shape here: every access is guarded.
@@ -420,6 +465,30 @@ export const GatewayConfig = z.strictObject({
       }
     }
     unknownUpstream(route?.target?.upstream, ["routes", i, "target", "upstream"]);
+    const model = route?.target?.model?.name;
+    const models = Array.isArray(config.models) ? config.models : [];
+    if (typeof model === "string" && !models.some((m) => m?.name === model)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["routes", i, "target", "model", "name"],
+        message: `unknown model "${model}"`,
+      });
+    }
+    const template = route?.target?.ocr?.template;
+    if (typeof template === "string" && !Object.hasOwn(config.ocr?.templates ?? {}, template)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["routes", i, "target", "ocr", "template"],
+        message: `unknown OCR template "${template}"`,
+      });
+    }
+    if (route?.target?.mqtt !== undefined && config.mqtt === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["routes", i, "target", "mqtt"],
+        message: "an mqtt target needs the mqtt section (the embedded broker)",
+      });
+    }
     unknownUpstream(route?.target?.websocket?.upstream, [
       "routes",
       i,
@@ -427,6 +496,17 @@ export const GatewayConfig = z.strictObject({
       "websocket",
       "upstream",
     ]);
+  });
+  const workerNames = new Map<unknown, number>();
+  (Array.isArray(config.workers) ? config.workers : []).forEach((worker, i) => {
+    const first = workerNames.get(worker?.name);
+    if (first !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["workers", i, "name"],
+        message: `worker "${worker.name}" is already defined by workers[${first}]`,
+      });
+    } else workerNames.set(worker?.name, i);
   });
   const seen = new Map<string, string>();
   for (const [name, listener] of Object.entries(listeners)) {
@@ -447,6 +527,18 @@ export const GatewayConfig = z.strictObject({
     }
     seen.set(address, name);
   }
+  for (const [name, listener] of Object.entries(config.mqtt?.listeners ?? {})) {
+    const address = `tcp:${listener?.host}:${listener?.port}`;
+    const other = seen.get(address);
+    if (other && !address.endsWith(":0")) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["mqtt", "listeners", name, "port"],
+        message: `MQTT listener "${name}" uses ${address}, already used by listener "${other}"`,
+      });
+    }
+    seen.set(address, `mqtt.listeners.${name}`);
+  }
 }, { when: () => true });
 
 /** The validated config, with defaults applied and units parsed. */
@@ -465,6 +557,8 @@ export type FramingConfig = z.output<typeof FramingConfig>;
 export type ConnectionLimitsConfig = z.output<typeof ConnectionLimitsConfig>;
 /** Topic target settings, validated. */
 export type TopicTargetConfig = z.output<typeof TopicTargetConfig>;
+/** A validated function target. */
+export type FunctionTargetConfig = z.output<typeof FunctionTargetConfig>;
 /** WebSocket target settings, validated. */
 export type WebSocketTargetConfig = z.output<typeof WebSocketTargetConfig>;
 /** One route's validated config. */

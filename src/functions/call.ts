@@ -176,6 +176,8 @@ export async function callFunction(
 
 /** What a function handler learns about the call besides its arguments. */
 export interface CallInfo {
+  /** The function's name: the last level of the topic it was called on. */
+  name: string;
   /** Epoch ms by which the caller wants the answer. */
   deadline: number;
   source: MessageSource;
@@ -183,7 +185,8 @@ export interface CallInfo {
 }
 
 /**
- * Serves `handler` as the function `owner.name` on the bus. Calls run
+ * Serves `handler` as the function `owner.name` on the bus (`name` may be
+ * `+` to serve every function of the owner; `call.name` says which). Calls run
  * concurrently (the subscription only starts each one); a handler that throws
  * answers with its error (a {@link FunctionCallError} keeps its type, any other
  * error becomes its class name). Arguments that are not JSON answer
@@ -210,6 +213,7 @@ export function serveFunction<Args>(
     const reply = message.reply;
     if (!reply) return;
     const call: CallInfo = {
+      name: message.topic.slice(message.topic.lastIndexOf("/") + 1),
       deadline: Number(message.meta.deadline) || Infinity,
       source: message.source,
       meta: message.meta,

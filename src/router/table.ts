@@ -14,10 +14,16 @@ import { createLimitsStage } from "../pipeline/limits.ts";
 import { createStaticTarget } from "../targets/static.ts";
 import { createRespondTarget } from "../targets/respond.ts";
 import { createTopicTarget } from "../targets/topic.ts";
+import { createFunctionTarget } from "../targets/function.ts";
+import { createModelTarget, createOcrTarget } from "../models/http.ts";
+import type { ModelRegistry } from "../models/registry.ts";
 import { createWebSocketTarget } from "../targets/websocket.ts";
+import { createMqttWebSocketTarget, type MqttWebSocketHost } from "../mqtt/websocket_target.ts";
 import type { Bus } from "../bus/bus.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
 import { createUpstreamTarget } from "../upstreams/proxy.ts";
+import type { PluginHost } from "../plugins/host.ts";
+import { createPluginStage } from "../plugins/stage.ts";
 import type { Upstream } from "../upstreams/upstream.ts";
 import type { UpstreamClient } from "../upstreams/client.ts";
 import type { HttpMetrics } from "../observability/http_metrics.ts";
@@ -32,6 +38,12 @@ export interface RouteTableDeps {
   bus?: Bus;
   /** The connection manager; routes with a `websocket` target need it. */
   connections?: ConnectionManager;
+  /** The MQTT module; routes with an `mqtt` target hand their WebSockets to it. */
+  mqtt?: MqttWebSocketHost;
+  /** The plugin host; routes that run plugins need it. */
+  plugins?: PluginHost;
+  /** The model registry; routes with a `model` or `ocr` target need it. */
+  models?: ModelRegistry;
 }
 
 function createTarget(route: RouteConfig, name: string, deps: RouteTableDeps): Target {
@@ -43,6 +55,30 @@ function createTarget(route: RouteConfig, name: string, deps: RouteTableDeps): T
       throw new Error(`route "${name}": a topic target needs the bus (RouteTableDeps.bus)`);
     }
     return createTopicTarget(target.topic, deps.bus);
+  }
+  if (target.function) {
+    if (!deps.bus) {
+      throw new Error(`route "${name}": a function target needs the bus (RouteTableDeps.bus)`);
+    }
+    return createFunctionTarget(target.function, deps.bus);
+  }
+  if (target.model || target.ocr) {
+    if (!deps.models) {
+      throw new Error(
+        `route "${name}": a model or ocr target needs the model registry (RouteTableDeps.models)`,
+      );
+    }
+    return target.model
+      ? createModelTarget(target.model, deps.models)
+      : createOcrTarget(target.ocr!, deps.models);
+  }
+  if (target.mqtt) {
+    if (!deps.mqtt) {
+      throw new Error(
+        `route "${name}": an mqtt target needs the MQTT module (RouteTableDeps.mqtt)`,
+      );
+    }
+    return createMqttWebSocketTarget(target.mqtt, deps.mqtt);
   }
   if (target.websocket) {
     const { bus, connections } = deps;
@@ -95,6 +131,13 @@ export function buildRouteTable(config: GatewayConfig, deps: RouteTableDeps): Co
     if (limited) stages.push(limited);
     const limits = createLimitsStage({ ...config.security.limits, ...route.limits });
     if (limits) stages.push(limits);
+    const plugins = pluginsByListener(config, route);
+    if (plugins.size > 0) {
+      if (!deps.plugins) {
+        throw new Error(`route "${name}": plugins need the plugin host (RouteTableDeps.plugins)`);
+      }
+      stages.push(createPluginStage(deps.plugins, (listener) => plugins.get(listener) ?? []));
+    }
     return {
       name,
       listeners: route.listeners,
@@ -105,4 +148,23 @@ export function buildRouteTable(config: GatewayConfig, deps: RouteTableDeps): Co
       order: routeOrder(route.priority, route.match),
     };
   });
+}
+
+/** A route's plugins for each listener that runs any: global, then the listener's, then the route's. */
+function pluginsByListener(config: GatewayConfig, route: RouteConfig): Map<string, string[]> {
+  const byListener = new Map<string, string[]>();
+  for (const [name, listener] of Object.entries(config.listeners)) {
+    const servesHttp = listener.type === "http" ||
+      (listener.type === "unix" && listener.protocol === "http");
+    if (!servesHttp || (route.listeners && !route.listeners.includes(name))) continue;
+    const names = [
+      ...new Set([
+        ...config.plugins.global,
+        ...(listener.type === "http" ? listener.plugins ?? [] : []),
+        ...route.plugins ?? [],
+      ]),
+    ];
+    if (names.length > 0) byListener.set(name, names);
+  }
+  return byListener;
 }

@@ -6,6 +6,7 @@
 
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { freePort, type GatewayProcess, startGateway } from "../helpers/gateway.ts";
+import { until } from "../helpers/wait.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -55,16 +56,6 @@ async function connections(gw: GatewayProcess, query = ""): Promise<Record<strin
   const res = await gw.admin(`/connections${query}`);
   assertEquals(res.status, 200);
   return await res.json();
-}
-
-async function until<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const value = await check();
-    if (value !== undefined) return value;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 async function push(port: number, path: string, body: string): Promise<number> {

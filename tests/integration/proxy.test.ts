@@ -6,6 +6,7 @@
 
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { freePort, type GatewayProcess, startGateway } from "../helpers/gateway.ts";
+import { until } from "../helpers/wait.ts";
 
 /** A real upstream server that answers with its name and counts hits. */
 class TestUpstream {
@@ -53,19 +54,6 @@ async function getText(url: string, init?: RequestInit): Promise<string> {
 async function targetState(gw: GatewayProcess, url: string): Promise<Record<string, unknown>> {
   const status = await (await gw.admin("/status")).json();
   return status.upstreams.api.targets.find((t: { url: string }) => t.url === url);
-}
-
-async function until(
-  what: string,
-  check: () => Promise<boolean>,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for: ${what}`);
 }
 
 Deno.test("balancing: round-robin, weighted and least-connections distributions", async () => {

@@ -1,0 +1,409 @@
+/**
+ * Gateway worker SDK for Node (≥ 20) and Deno: register functions and bus
+ * subscriptions, then `run()`. The worker connects to the Unix socket in
+ * `GATEWAY_SOCKET` and speaks the gateway's worker protocol
+ * (docs/worker-protocol.md, version 1). Calls run concurrently (async) up to
+ * `concurrency`; the worker answers heartbeats, reconnects when the socket
+ * drops, and on `stop` or SIGTERM finishes its calls in flight and exits 0.
+ *
+ * Written in erasable TypeScript (no enums, no parameter properties): Deno runs
+ * it as is; for Node, `npm run build` emits `dist/worker.js`.
+ *
+ * @example
+ * ```ts
+ * import { Worker } from "./worker.ts";
+ *
+ * const worker = new Worker();
+ * worker.function("echo", (args) => args);
+ * worker.function("total", async (args: { ids: string[] }, ctx) => {
+ *   // any function through the gateway: a Python worker's, a plugin's
+ *   const prices = await worker.call("python.prices", { ids: args.ids });
+ *   return { prices, msLeft: ctx.remaining() };
+ * });
+ * worker.subscribe("orders/#", (event) => worker.log("info", "order", { topic: event.topic }));
+ * await worker.run();
+ * ```
+ *
+ * @module
+ */
+
+import { AsyncLocalStorage } from "node:async_hooks";
+import { Buffer } from "node:buffer";
+import { createConnection, type Socket } from "node:net";
+import process from "node:process";
+
+const PROTOCOL = 1;
+
+/** What a function learns about its call. */
+export interface CallContext {
+  id: string | number;
+  /** Epoch ms by which the caller wants the answer. */
+  deadline: number;
+  meta: Record<string, string>;
+  /** Aborted when the caller gives up (deadline passed, caller gone). */
+  signal: AbortSignal;
+  /** Milliseconds left before the deadline. */
+  remaining(): number;
+}
+
+/** A registered function: JSON arguments in, anything JSON can encode out. */
+// deno-lint-ignore no-explicit-any
+export type WorkerFunction = (args: any, ctx: CallContext) => unknown;
+
+/** A bus message delivered to a subscription. */
+export interface WorkerEvent {
+  topic: string;
+  filter: string;
+  payload: Uint8Array;
+  meta: Record<string, string>;
+  /** The payload as UTF-8 text. */
+  text(): string;
+  /** The payload parsed as JSON. */
+  json(): unknown;
+}
+
+/** Options of a {@link Worker}; the defaults come from the gateway's environment. */
+export interface WorkerOptions {
+  /** Calls run at once (default: `GATEWAY_CONCURRENCY`, the config's per-instance concurrency). */
+  concurrency?: number;
+  socketPath?: string;
+  name?: string;
+  instance?: number;
+  /** Milliseconds to keep trying to reconnect after the socket drops (default 10 000). */
+  reconnectTimeout?: number;
+}
+
+/**
+ * A call made with {@link Worker.call} failed; `type` says how (`timeout`, the
+ * callee's error class, ...).
+ */
+export class CallError extends Error {
+  readonly type: string;
+  readonly traceback?: string;
+
+  constructor(type: string, message: string, traceback?: string) {
+    super(`${type}: ${message}`);
+    this.name = "CallError";
+    this.type = type;
+    if (traceback !== undefined) this.traceback = traceback;
+  }
+}
+
+// deno-lint-ignore no-explicit-any
+type Frame = Record<string, any> & { type: string };
+
+interface Waiting {
+  resolve(frame: Frame): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** A language worker: register with `function`/`subscribe`, then `run()`. */
+export class Worker {
+  readonly name: string;
+  readonly instance: number;
+  readonly concurrency: number;
+  readonly #socketPath?: string;
+  readonly #reconnectTimeout: number;
+  readonly #functions = new Map<string, WorkerFunction>();
+  readonly #subscriptions = new Map<string, (event: WorkerEvent) => unknown>();
+  readonly #waiting = new Map<string, Waiting>();
+  readonly #running = new Map<string | number, AbortController>();
+  readonly #inFlight = new Set<Promise<void>>();
+  readonly #context = new AsyncLocalStorage<CallContext>();
+  #socket?: Socket;
+  #pending: Buffer = Buffer.alloc(0);
+  #maxFrame = 16 * 1024 * 1024;
+  #nextId = 0;
+  #stopping = false;
+  #done?: () => void;
+
+  constructor(options: WorkerOptions = {}) {
+    this.#socketPath = options.socketPath ?? process.env.GATEWAY_SOCKET;
+    this.name = options.name ?? process.env.GATEWAY_WORKER ?? "worker";
+    this.instance = options.instance ?? Number(process.env.GATEWAY_INSTANCE ?? 0);
+    this.concurrency = options.concurrency ?? Number(process.env.GATEWAY_CONCURRENCY ?? 64);
+    this.#reconnectTimeout = options.reconnectTimeout ?? 10_000;
+  }
+
+  /** Registers `fn` as the function `name`. What it throws goes to the caller with its stack. */
+  function(name: string, fn: WorkerFunction): this {
+    this.#functions.set(name, fn);
+    return this;
+  }
+
+  /** `handler` gets every bus message on a topic matching `filter` (MQTT wildcards). */
+  subscribe(filter: string, handler: (event: WorkerEvent) => unknown): this {
+    this.#subscriptions.set(filter, handler);
+    if (this.#socket) this.#send({ type: "subscribe", filter });
+    return this;
+  }
+
+  /** Removes a subscription. */
+  unsubscribe(filter: string): void {
+    if (this.#subscriptions.delete(filter) && this.#socket) {
+      this.#send({ type: "unsubscribe", filter });
+    }
+  }
+
+  /**
+   * Calls `ref` (`owner.name` or `worker:owner.name`) through the gateway and
+   * resolves with its result; rejects with a {@link CallError}. Inside a
+   * function the timeout is capped by what is left of that call's deadline.
+   */
+  call(
+    ref: string,
+    args: unknown = null,
+    options: { timeout?: number; meta?: Record<string, string> } = {},
+  ): Promise<unknown> {
+    const outer = this.#context.getStore();
+    const timeout = Math.min(options.timeout ?? 30_000, outer ? outer.remaining() : Infinity);
+    const id = `n${++this.#nextId}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        this.#send({ type: "cancel", id });
+        reject(new CallError("timeout", `${ref} did not answer within ${timeout} ms`));
+      }, timeout + 500);
+      this.#waiting.set(id, {
+        timer,
+        resolve: (frame) => {
+          if (frame.ok) resolve(frame.value ?? null);
+          else reject(new CallError(frame.error.type, frame.error.message, frame.error.traceback));
+        },
+      });
+      this.#send({
+        type: "call",
+        id,
+        function: ref,
+        args,
+        timeout: Math.floor(timeout),
+        meta: options.meta ?? {},
+      });
+    });
+  }
+
+  /** Publishes on the bus: bytes as they are, a string as UTF-8, anything else as JSON. */
+  publish(topic: string, payload: unknown, meta?: Record<string, string>): void {
+    const encoded = payload instanceof Uint8Array
+      ? { payload: Buffer.from(payload).toString("base64"), encoding: "base64" }
+      : {
+        payload: typeof payload === "string" ? payload : JSON.stringify(payload),
+        encoding: "utf8",
+      };
+    this.#send({ type: "publish", topic, ...encoded, ...(meta ? { meta } : {}) });
+  }
+
+  /** Logs through the gateway's log. */
+  log(
+    level: "debug" | "info" | "warning" | "error",
+    message: string,
+    fields: Record<string, unknown> = {},
+  ): void {
+    this.#send({ type: "log", level, message, fields });
+  }
+
+  /** Connects and serves until `stop` or SIGTERM, then exits the process with 0. */
+  async run(): Promise<void> {
+    if (!this.#socketPath) {
+      console.error("gateway worker: GATEWAY_SOCKET is not set (is this run by the gateway?)");
+      process.exit(1);
+    }
+    process.on("SIGTERM", () => this.#stop());
+    const finished = new Promise<void>((resolve) => this.#done = resolve);
+    await this.#connect();
+    await finished;
+    process.exit(0);
+  }
+
+  async #connect(): Promise<void> {
+    const giveUpAt = Date.now() + this.#reconnectTimeout;
+    for (let delay = 50;; delay = Math.min(delay * 2, 1000)) {
+      try {
+        this.#socket = await this.#open();
+        break;
+      } catch (error) {
+        if (Date.now() + delay > giveUpAt) {
+          console.error(`gateway worker: cannot connect to ${this.#socketPath}: ${error}`);
+          process.exit(1);
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+    this.#send({
+      type: "hello",
+      protocol: PROTOCOL,
+      worker: this.name,
+      instance: this.instance,
+      pid: process.pid,
+      functions: [...this.#functions.keys()],
+      subscriptions: [...this.#subscriptions.keys()],
+      concurrency: this.concurrency,
+      codecs: ["json"],
+    });
+  }
+
+  #open(): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = createConnection(this.#socketPath!);
+      socket.setNoDelay?.(true);
+      socket.once("error", reject);
+      socket.once("connect", () => {
+        socket.off("error", reject);
+        socket.on("error", () => {/* 'close' follows */});
+        socket.on("data", (chunk: Buffer) => this.#receive(chunk));
+        socket.on("close", () => this.#onClose(socket));
+        this.#pending = Buffer.alloc(0);
+        resolve(socket);
+      });
+    });
+  }
+
+  #onClose(socket: Socket): void {
+    if (socket !== this.#socket) return;
+    this.#socket = undefined;
+    if (this.#stopping) {
+      this.#done?.();
+      return;
+    }
+    console.error("gateway worker: connection lost; reconnecting");
+    this.#connect();
+  }
+
+  #receive(chunk: Buffer): void {
+    this.#pending = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
+    while (this.#pending.length >= 4) {
+      const length = this.#pending.readUInt32BE(0);
+      if (length > this.#maxFrame) {
+        console.error(`gateway worker: frame of ${length} bytes exceeds ${this.#maxFrame}`);
+        this.#socket?.destroy();
+        return;
+      }
+      if (this.#pending.length < 4 + length) return;
+      const frame = JSON.parse(this.#pending.toString("utf8", 4, 4 + length)) as Frame;
+      this.#pending = this.#pending.subarray(4 + length);
+      this.#dispatch(frame);
+    }
+  }
+
+  #dispatch(frame: Frame): void {
+    switch (frame.type) {
+      case "call":
+        this.#track(this.#runCall(frame));
+        break;
+      case "result": {
+        const waiting = this.#waiting.get(frame.id);
+        if (!waiting) return;
+        this.#waiting.delete(frame.id);
+        clearTimeout(waiting.timer);
+        waiting.resolve(frame);
+        break;
+      }
+      case "ping":
+        this.#send({ type: "pong", id: frame.id });
+        break;
+      case "event":
+        if (!this.#stopping) this.#track(this.#runEvent(frame));
+        break;
+      case "cancel":
+        this.#running.get(frame.id)?.abort();
+        break;
+      case "welcome":
+        this.#maxFrame = frame.maxFrame ?? this.#maxFrame;
+        break;
+      case "stop":
+        this.#stop();
+        break;
+      case "error":
+        console.error(`gateway worker: the gateway refused this worker: ${frame.message}`);
+        process.exit(1);
+    }
+  }
+
+  async #runCall(frame: Frame): Promise<void> {
+    const controller = new AbortController();
+    this.#running.set(frame.id, controller);
+    const deadline = Date.now() + (frame.timeout ?? 30_000);
+    const ctx: CallContext = {
+      id: frame.id,
+      deadline,
+      meta: frame.meta ?? {},
+      signal: controller.signal,
+      remaining: () => Math.max(0, deadline - Date.now()),
+    };
+    let reply: Frame;
+    try {
+      const fn = this.#functions.get(frame.function);
+      if (!fn) throw new ReferenceError(`${this.name} has no function "${frame.function}"`);
+      const value = await this.#context.run(ctx, () => fn(frame.args ?? null, ctx));
+      reply = { type: "result", id: frame.id, ok: true, value: value ?? null };
+    } catch (error) {
+      const err = error instanceof Error ? error : new Error(String(error));
+      reply = {
+        type: "result",
+        id: frame.id,
+        ok: false,
+        error: { type: err.name, message: err.message, traceback: err.stack },
+      };
+    } finally {
+      this.#running.delete(frame.id);
+    }
+    if (controller.signal.aborted) return;
+    try {
+      this.#send(reply);
+    } catch (error) {
+      this.#send({
+        type: "result",
+        id: frame.id,
+        ok: false,
+        error: { type: "TypeError", message: `the result is not JSON: ${error}` },
+      });
+    }
+  }
+
+  async #runEvent(frame: Frame): Promise<void> {
+    const handler = this.#subscriptions.get(frame.filter);
+    if (!handler) return;
+    const payload = frame.encoding === "base64"
+      ? new Uint8Array(Buffer.from(frame.payload, "base64"))
+      : new Uint8Array(Buffer.from(frame.payload, "utf8"));
+    const event: WorkerEvent = {
+      topic: frame.topic,
+      filter: frame.filter,
+      payload,
+      meta: frame.meta ?? {},
+      text: () => Buffer.from(payload).toString("utf8"),
+      json: () => JSON.parse(Buffer.from(payload).toString("utf8")),
+    };
+    try {
+      await handler(event);
+    } catch (error) {
+      console.error(
+        `gateway worker: subscription ${frame.filter} failed on ${frame.topic}:`,
+        error,
+      );
+    }
+  }
+
+  #track(work: Promise<void>): void {
+    this.#inFlight.add(work);
+    work.finally(() => this.#inFlight.delete(work));
+  }
+
+  /** Finishes the calls in flight, then closes the socket (which ends `run`). */
+  async #stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    if (this.#socket) this.#socket.end();
+    else this.#done?.();
+  }
+
+  #send(frame: Frame): void {
+    const socket = this.#socket;
+    if (!socket) return;
+    const body = Buffer.from(JSON.stringify(frame), "utf8");
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(body.length, 0);
+    socket.write(Buffer.concat([header, body]));
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * The route targets of in-process inference: `model` (JSON tensors in, JSON
+ * tensors out; `POST /models/:name/infer`) and `ocr` (a PNG or JPEG in, the
+ * lines, text and template fields out; `POST /ocr`). Errors are the
+ * gateway's JSON errors with the status the failure calls for: 400 for
+ * inputs that do not fit, 404 for an unknown model, 413 for a too-large
+ * image, 503 for a model that failed to load, 504 for a run past its time.
+ *
+ * @module
+ */
+
+import type { ModelTargetConfig, OcrTargetConfig } from "./config.ts";
+import type { InferRequest, ModelRegistry } from "./registry.ts";
+import { jsonError } from "../pipeline/errors.ts";
+import type { GatewayContext, Target } from "../pipeline/stage.ts";
+
+function errorResponse(error: unknown, requestId: string): Response {
+  const { status, code, type, name, message } = error as {
+    status?: number;
+    code?: string;
+    type?: string;
+    name?: string;
+    message?: string;
+  };
+  return jsonError(
+    status ?? 500,
+    code ?? type ?? name ?? "inference_failed",
+    message ?? String(error),
+    requestId,
+  );
+}
+
+/**
+ * A target that runs a model on `{ "inputs": { name: { type, dims, data } } }`
+ * (`"outputEncoding": "base64"` for outputs as base64 bytes).
+ *
+ * @example
+ * ```ts
+ * import { createModelTarget } from "./http.ts";
+ * // routes: { match: { path: "/models/:name/infer" }, target: { model: {} } }
+ * // const target = createModelTarget({}, registry);
+ * ```
+ */
+export function createModelTarget(config: ModelTargetConfig, registry: ModelRegistry): Target {
+  return async (c: GatewayContext): Promise<Response> => {
+    const { requestId } = c.env;
+    if (c.req.method !== "POST") {
+      return jsonError(405, "method_not_allowed", "POST JSON tensors to run a model", requestId, {
+        allow: "POST",
+      });
+    }
+    const name = config.name ?? c.req.param("name");
+    if (!name) {
+      return jsonError(500, "no_model", "the route names no model and has no :name", requestId);
+    }
+    let body: InferRequest;
+    try {
+      body = await c.req.json();
+    } catch (error) {
+      return jsonError(
+        400,
+        "bad_json",
+        `the body is not JSON: ${(error as Error).message}`,
+        requestId,
+      );
+    }
+    try {
+      const base64 = body?.outputEncoding === "base64";
+      return Response.json(await registry.infer(name, body?.inputs, base64));
+    } catch (error) {
+      return errorResponse(error, requestId);
+    }
+  };
+}
+
+/**
+ * A target that reads the image in the request body. `?template=name` and
+ * `?classify=true` override the target's settings.
+ *
+ * @example
+ * ```ts
+ * import { createOcrTarget } from "./http.ts";
+ * // routes: { match: { path: "/ocr", methods: ["POST"] }, target: { ocr: {} } }
+ * // const target = createOcrTarget({ classify: false }, registry);
+ * ```
+ */
+export function createOcrTarget(config: OcrTargetConfig, registry: ModelRegistry): Target {
+  return async (c: GatewayContext): Promise<Response> => {
+    const { requestId } = c.env;
+    if (c.req.method !== "POST") {
+      return jsonError(
+        405,
+        "method_not_allowed",
+        "POST a PNG or JPEG image to read it",
+        requestId,
+        {
+          allow: "POST",
+        },
+      );
+    }
+    const image = new Uint8Array(await c.req.arrayBuffer());
+    if (image.length === 0) {
+      return jsonError(400, "no_image", "the body is empty: POST a PNG or JPEG image", requestId);
+    }
+    const template = c.req.query("template") ?? config.template;
+    const classify = c.req.query("classify");
+    try {
+      return Response.json(
+        await registry.ocr(image, {
+          classify: classify === undefined ? config.classify : classify === "true",
+          ...(template ? { template } : {}),
+        }),
+      );
+    } catch (error) {
+      return errorResponse(error, requestId);
+    }
+  };
+}

@@ -1,0 +1,223 @@
+/**
+ * One configured model as the gateway serves it: its session in the pool
+ * (loaded at start or on first use), the checks of its inputs, its result
+ * cache and batcher, and the numbers `GET /models` and the metrics show.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { ModelConfig } from "./config.ts";
+import type { LoadedModel } from "./protocol.ts";
+import type { InferencePool } from "./pool.ts";
+import { Batcher } from "./batcher.ts";
+import { hashInputs, LruCache } from "./cache.ts";
+import { type JsonTensor, parseInputs, type Tensor, tensorToJson } from "./tensor.ts";
+import type { ModelMetrics } from "./metrics.ts";
+
+const logger = getLogger(["gateway", "models"]);
+const KEPT_DURATIONS = 1024;
+
+/** A model's answer: its outputs as JSON tensors. */
+export interface InferAnswer {
+  outputs: Record<string, JsonTensor>;
+}
+
+/** What `GET /models` shows about one model. */
+export interface ModelStatus {
+  name: string;
+  description?: string;
+  file: string;
+  state: "loaded" | "loading" | "not loaded" | "failed";
+  error?: string;
+  inputs?: LoadedModel["inputs"];
+  outputs?: LoadedModel["outputs"];
+  loadMs?: number;
+  runs: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+}
+
+/**
+ * A served model.
+ *
+ * @example
+ * ```ts
+ * import { ServedModel } from "./served_model.ts";
+ * // const model = new ServedModel(config, "/abs/add.onnx", pool, metrics);
+ * // await model.load();
+ * // await model.infer({ a: {...}, b: {...} }); // { outputs: { sum: { type, dims, data } } }
+ * ```
+ */
+export class ServedModel {
+  #loaded?: Promise<LoadedModel>;
+  #signature?: LoadedModel;
+  #error?: string;
+  #runs = 0;
+  readonly #durations: number[] = [];
+  readonly #cache?: LruCache<Record<string, Tensor>>;
+  readonly #batcher?: Batcher;
+
+  readonly file: string;
+
+  /** `file` is the model's absolute file, or why its path could not be resolved. */
+  constructor(
+    readonly config: ModelConfig,
+    file: string | Error,
+    readonly pool: InferencePool,
+    readonly metrics: ModelMetrics,
+  ) {
+    this.file = typeof file === "string" ? file : config.path;
+    if (file instanceof Error) this.#error = `${config.path}: ${file.message}`;
+    if (config.cacheSize > 0) this.#cache = new LruCache(config.cacheSize);
+    const batchSizes = metrics.batchSize.labels({ model: config.name });
+    if (config.maxBatch > 1) {
+      this.#batcher = new Batcher(
+        { maxBatch: config.maxBatch, windowMs: config.batchWindowMs },
+        (feeds) => pool.run(config.threads, config.name, feeds),
+        (size) => batchSizes.observe(size),
+      );
+    }
+  }
+
+  /** Creates the session (once); a failure is kept and reported, not thrown further than the caller. */
+  load(): Promise<LoadedModel> {
+    this.#loaded ??= (async () => {
+      if (this.#error) {
+        logger.error("model {name} cannot be loaded: {error}", {
+          name: this.config.name,
+          error: this.#error,
+        });
+        throw new ModelUnavailableError(this.config.name, this.#error);
+      }
+      logger.info("loading model {name} from {file}", { name: this.config.name, file: this.file });
+      try {
+        const loaded = await this.pool.load(this.config.threads, this.config.name, this.file);
+        this.#signature = loaded;
+        logger.info("model {name} loaded in {ms} ms: inputs {inputs}", {
+          name: this.config.name,
+          ms: Math.round(loaded.loadMs),
+          inputs: loaded.inputs.map((i) => `${i.name}: ${i.type}[${i.dims}]`).join(", "),
+        });
+        return loaded;
+      } catch (error) {
+        this.#error = `${this.file}: ${(error as Error).message}`;
+        logger.error("model {name} failed to load: {error}", {
+          name: this.config.name,
+          error: this.#error,
+        });
+        throw new ModelUnavailableError(this.config.name, this.#error);
+      }
+    })();
+    return this.#loaded;
+  }
+
+  /**
+   * Runs the model on JSON inputs and answers JSON outputs (their data as
+   * base64 when `base64`). Throws a
+   * `TensorError` (400) when the inputs do not fit the model, a
+   * {@link ModelUnavailableError} (503) when it failed to load.
+   */
+  async infer(inputs: unknown, base64 = false): Promise<InferAnswer> {
+    const { inputs: signature } = await this.load();
+    const feeds = parseInputs(inputs, signature);
+    const labels = { model: this.config.name };
+    let key: string | undefined;
+    if (this.#cache) {
+      key = await hashInputs(feeds);
+      const cached = this.#cache.get(key);
+      this.metrics.cache.labels({ ...labels, result: cached ? "hit" : "miss" }).inc();
+      if (cached) return { outputs: toJson(cached, base64) };
+    }
+    const started = performance.now();
+    let outputs: Record<string, Tensor>;
+    try {
+      // Only a free first dimension can take a batch.
+      const batchable = signature.every((i) => typeof i.dims[0] !== "number" || i.dims[0] < 0);
+      outputs = this.#batcher && batchable
+        ? await this.#batcher.run(feeds)
+        : await this.pool.run(this.config.threads, this.config.name, feeds);
+    } catch (error) {
+      this.metrics.runs.labels({ ...labels, result: "error" }).inc();
+      throw error;
+    }
+    const ms = performance.now() - started;
+    this.#runs++;
+    this.#durations.push(ms);
+    if (this.#durations.length > KEPT_DURATIONS) this.#durations.shift();
+    this.metrics.runs.labels({ ...labels, result: "ok" }).inc();
+    this.metrics.duration.labels(labels).observe(ms / 1000);
+    if (key) this.#cache!.set(key, outputs);
+    return { outputs: toJson(outputs, base64) };
+  }
+
+  /** What `GET /models` shows. */
+  status(): ModelStatus {
+    const sorted = this.#durations.toSorted((a, b) => a - b);
+    const quantile = (q: number) =>
+      sorted.length
+        ? round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))])
+        : null;
+    return {
+      name: this.config.name,
+      ...(this.config.description ? { description: this.config.description } : {}),
+      file: this.file,
+      state: this.#error
+        ? "failed"
+        : this.#signature
+        ? "loaded"
+        : this.#loaded
+        ? "loading"
+        : "not loaded",
+      ...(this.#error ? { error: this.#error } : {}),
+      ...(this.#signature
+        ? {
+          inputs: describe(this.#signature.inputs, this.config.inputs),
+          outputs: describe(this.#signature.outputs, this.config.outputs),
+          loadMs: round(this.#signature.loadMs),
+        }
+        : {}),
+      runs: this.#runs,
+      p50Ms: quantile(0.5),
+      p99Ms: quantile(0.99),
+    };
+  }
+}
+
+/**
+ * A model that could not be loaded: answered 503 with the path and the
+ * runtime's message.
+ *
+ * @example
+ * ```ts
+ * import { ModelUnavailableError } from "./served_model.ts";
+ * new ModelUnavailableError("add", "/m/add.onnx: protobuf parsing failed").status; // 503
+ * ```
+ */
+export class ModelUnavailableError extends Error {
+  readonly status = 503;
+  constructor(model: string, reason: string) {
+    super(`model "${model}" is not available: ${reason}`);
+    this.name = "ModelUnavailableError";
+  }
+}
+
+function toJson(outputs: Record<string, Tensor>, base64: boolean): Record<string, JsonTensor> {
+  return Object.fromEntries(
+    Object.entries(outputs).map(([n, t]) => [n, tensorToJson(t, base64)]),
+  );
+}
+
+function describe(
+  signature: LoadedModel["inputs"],
+  notes: ModelConfig["inputs"],
+): LoadedModel["inputs"] {
+  return signature.map((s) => {
+    const description = notes?.[s.name]?.description;
+    return description ? { ...s, description } : s;
+  });
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}

@@ -1,0 +1,103 @@
+/**
+ * Broker authentication: users from the config with PBKDF2-SHA256 password
+ * hashes (`pbkdf2-sha256$<iterations>$<salt base64>$<hash base64>`), verified
+ * with WebCrypto. A successful check is remembered per user (as a SHA-256 of
+ * the password), so reconnecting clients do not pay the key derivation again.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+
+const encoder = new TextEncoder();
+const DEFAULT_ITERATIONS = 210_000;
+
+async function derive(password: Uint8Array, salt: Uint8Array, iterations: number) {
+  const key = await crypto.subtle.importKey(
+    "raw",
+    password as Uint8Array<ArrayBuffer>,
+    "PBKDF2",
+    false,
+    ["deriveBits"],
+  );
+  const bits = await crypto.subtle.deriveBits(
+    { name: "PBKDF2", hash: "SHA-256", salt: salt as Uint8Array<ArrayBuffer>, iterations },
+    key,
+    256,
+  );
+  return new Uint8Array(bits);
+}
+
+/**
+ * Hashes a password for the `mqtt.users` section of the config.
+ *
+ * @example
+ * ```ts
+ * import { hashPassword } from "./auth.ts";
+ * const hash = await hashPassword("s3cret"); // "pbkdf2-sha256$210000$...$..."
+ * ```
+ */
+export async function hashPassword(password: string, iterations = DEFAULT_ITERATIONS) {
+  const salt = crypto.getRandomValues(new Uint8Array(16));
+  const hash = await derive(encoder.encode(password), salt, iterations);
+  return `pbkdf2-sha256$${iterations}$${Buffer.from(salt).toString("base64")}$${
+    Buffer.from(hash).toString("base64")
+  }`;
+}
+
+/**
+ * Whether `password` matches a hash made by {@link hashPassword}; false for a
+ * hash in another format. Compares in constant time.
+ *
+ * @example
+ * ```ts
+ * import { hashPassword, verifyPassword } from "./auth.ts";
+ * const hash = await hashPassword("s3cret", 1000);
+ * await verifyPassword(new TextEncoder().encode("s3cret"), hash); // true
+ * ```
+ */
+export async function verifyPassword(password: Uint8Array, encoded: string): Promise<boolean> {
+  const [scheme, iterations, salt, hash] = encoded.split("$");
+  if (scheme !== "pbkdf2-sha256" || !/^\d+$/.test(iterations ?? "")) return false;
+  const expected = Buffer.from(hash ?? "", "base64");
+  const actual = await derive(password, Buffer.from(salt ?? "", "base64"), Number(iterations));
+  if (expected.length !== actual.length) return false;
+  let difference = 0;
+  for (let i = 0; i < actual.length; i++) difference |= actual[i] ^ expected[i];
+  return difference === 0;
+}
+
+/**
+ * Checks a CONNECT's user name and password against the configured users.
+ *
+ * @example
+ * ```ts
+ * import { Authenticator, hashPassword } from "./auth.ts";
+ * const auth = new Authenticator({ ada: { password: await hashPassword("pw", 1000) } }, false);
+ * await auth.check("ada", new TextEncoder().encode("pw")); // true
+ * await auth.check(undefined, undefined); // false: anonymous not allowed
+ * ```
+ */
+export class Authenticator {
+  /** Per user: the SHA-256 (hex) of the last password that verified. */
+  readonly #verified = new Map<string, string>();
+
+  constructor(
+    readonly users: Readonly<Record<string, { password: string }>>,
+    readonly allowAnonymous: boolean,
+  ) {}
+
+  /** True when the user exists and the password matches, or anonymous is allowed and no user name was given. */
+  async check(username: string | undefined, password: Uint8Array | undefined): Promise<boolean> {
+    if (username === undefined || username === "") return this.allowAnonymous;
+    const user = Object.hasOwn(this.users, username) ? this.users[username] : undefined;
+    if (!user || !password) return false;
+    const digest = Buffer.from(
+      await crypto.subtle.digest("SHA-256", password as Uint8Array<ArrayBuffer>),
+    ).toString("hex");
+    if (this.#verified.get(username) === digest) return true;
+    if (!await verifyPassword(password, user.password)) return false;
+    this.#verified.set(username, digest);
+    return true;
+  }
+}

@@ -1,0 +1,336 @@
+/**
+ * The embedded MQTT 3.1.1 broker: one `aedes` instance for the life of the
+ * module (sessions, retained messages and subscriptions survive reloads),
+ * fed byte streams by the TCP/TLS listeners and the WebSocket route target.
+ *
+ * - Every stream is admitted by the connection manager (protocol `mqtt`),
+ *   which enforces its listener's limits and can close it; its bytes are
+ *   sampled into the manager every second and when it closes.
+ * - Authentication, ACLs and the bridges' outbound queues are a
+ *   {@link BrokerPolicy} that a reload swaps without dropping clients.
+ * - A publish that an `out` mapping of a bridge takes is queued on disk in
+ *   `authorizePublish`, which aedes runs before it acknowledges the
+ *   publisher; a queue that refuses it disconnects the publisher without an
+ *   ack, so the publisher sends it again later.
+ * - A denied publish disconnects the client (MQTT 3.1.1 has no negative
+ *   PUBACK, MQTT-3.3.5-2); a denied subscription gets return code 0x80.
+ *
+ * @module
+ */
+
+import type { Duplex } from "node:stream";
+import { Buffer } from "node:buffer";
+import { getLogger } from "@logtape/logtape";
+import { Aedes, type AuthenticateError, type Client } from "aedes";
+import type { MessageSource } from "../bus/message.ts";
+import type { Connection, ConnectionLimits } from "../connections/connection.ts";
+import type { ConnectionManager } from "../connections/manager.ts";
+import type { CounterValue } from "../observability/metrics.ts";
+import type { Acl } from "./acl.ts";
+import type { Authenticator } from "./auth.ts";
+import type { OutboundMessage } from "./queue.ts";
+import { QueueFullError } from "./queue.ts";
+
+const logger = getLogger(["gateway", "mqtt", "broker"]);
+/** Milliseconds between samples of the streams' byte counts. */
+const SAMPLE_INTERVAL = 1000;
+
+/** A byte stream the broker serves, with running byte counts. */
+export type MqttStream = Duplex & { readonly bytesRead: number; readonly bytesWritten: number };
+
+/** Where a stream came from. */
+export interface StreamOrigin {
+  /** The listener name (or the route name for MQTT over WebSocket). */
+  listener: string;
+  remoteAddress: string;
+  remotePort?: number;
+  limits: ConnectionLimits;
+}
+
+/** Something that takes local publishes upstream (a bridge). */
+export interface Forwarder {
+  /** Whether it takes messages on `topic`. */
+  takes(topic: string): boolean;
+  /** Queues `message` (on disk for QoS ≥ 1); rejects with a QueueFullError when it cannot. */
+  forward(message: OutboundMessage): Promise<boolean>;
+}
+
+/** What a reload may change without dropping clients. */
+export interface BrokerPolicy {
+  auth: Authenticator;
+  acl: Acl;
+  forwarders: readonly Forwarder[];
+}
+
+/** The broker's counters, resolved once. */
+export interface BrokerCounters {
+  messagesIn: CounterValue;
+  messagesOut: CounterValue;
+  denied: (action: "connect" | "publish" | "subscribe") => CounterValue;
+  refused: CounterValue;
+}
+
+interface Tracked {
+  stream: MqttStream;
+  connection: Connection;
+  read: number;
+  written: number;
+}
+
+/** The error aedes turns into CONNACK return code 4 (bad user name or password). */
+function badCredentials(): AuthenticateError {
+  const error = new Error("bad user name or password") as AuthenticateError;
+  error.returnCode = 4;
+  return error;
+}
+
+/**
+ * The broker.
+ *
+ * @example
+ * ```ts
+ * import { Bus } from "../bus/bus.ts";
+ * import { ConnectionManager } from "../connections/manager.ts";
+ * import { MetricsRegistry } from "../observability/metrics.ts";
+ * import { Acl } from "./acl.ts";
+ * import { Authenticator } from "./auth.ts";
+ * import { MqttBroker } from "./broker.ts";
+ *
+ * const metrics = new MetricsRegistry();
+ * const connections = new ConnectionManager(new Bus(metrics), metrics);
+ * const policy = { auth: new Authenticator({}, true), acl: new Acl(undefined), forwarders: [] };
+ * const broker = await MqttBroker.create(policy, connections, {
+ *   messagesIn: metrics.counter("in", "in").labels(),
+ *   messagesOut: metrics.counter("out", "out").labels(),
+ *   denied: () => metrics.counter("denied", "denied").labels(),
+ *   refused: metrics.counter("refused", "refused").labels(),
+ * }, { connectTimeout: 30_000, keepaliveLimit: 0, maxClientIdLength: 256 });
+ * await broker.close();
+ * ```
+ */
+export class MqttBroker {
+  readonly aedes: Aedes;
+  policy: BrokerPolicy;
+  readonly #connections: ConnectionManager;
+  readonly #tracked = new Map<Duplex, Tracked>();
+  readonly #retained = new Set<string>();
+  #sampler?: ReturnType<typeof setInterval>;
+
+  private constructor(
+    aedes: Aedes,
+    policy: BrokerPolicy,
+    connections: ConnectionManager,
+    counters: BrokerCounters,
+  ) {
+    this.aedes = aedes;
+    this.policy = policy;
+    this.#connections = connections;
+    aedes.authenticate = (client, username, password, done) => {
+      this.policy.auth.check(username, password).then((ok) => {
+        if (ok) {
+          if (username) (client as BrokerClient).user = username;
+          return done(null, true);
+        }
+        counters.denied("connect").inc();
+        logger.warn("client {clientId} refused: bad user name or password (user {username})", {
+          clientId: client.id,
+          username: username ?? "-",
+        });
+        done(badCredentials(), false);
+      }, (error) => done(error, false));
+    };
+    aedes.authorizePublish = (client, packet, callback) => {
+      const subject = { clientId: client?.id ?? "-", username: userOf(client) };
+      if (client && !this.policy.acl.canPublish(subject, packet.topic)) {
+        counters.denied("publish").inc();
+        return callback(new Error(`not authorized to publish on ${packet.topic}`));
+      }
+      const forwarders = this.policy.forwarders.filter((f) => f.takes(packet.topic));
+      if (forwarders.length === 0) return callback(null);
+      const message: OutboundMessage = {
+        topic: packet.topic,
+        payload: new Uint8Array(packet.payload as Uint8Array),
+        qos: packet.qos,
+        retain: packet.retain,
+      };
+      Promise.all(forwarders.map((f) => f.forward(message))).then(
+        () => callback(null),
+        (error) => {
+          if (error instanceof QueueFullError) counters.refused.inc();
+          logger.warn("publish on {topic} by client {clientId} not accepted: {error}", {
+            topic: packet.topic,
+            clientId: subject.clientId,
+            error: (error as Error).message,
+          });
+          callback(error as Error);
+        },
+      );
+    };
+    aedes.authorizeSubscribe = (client, subscription, callback) => {
+      const subject = { clientId: client.id, username: userOf(client) };
+      if (this.policy.acl.canSubscribe(subject, subscription.topic)) {
+        return callback(null, subscription);
+      }
+      counters.denied("subscribe").inc();
+      callback(null, null);
+    };
+    aedes.authorizeForward = (client, packet) => {
+      counters.messagesOut.inc();
+      this.#connectionOf(client)?.sent(0, 1);
+      return packet;
+    };
+    aedes.on("publish", (packet, client) => {
+      if (packet.retain) {
+        if (packet.payload.length === 0) this.#retained.delete(packet.topic);
+        else this.#retained.add(packet.topic);
+      }
+      if (client) {
+        counters.messagesIn.inc();
+        this.#connectionOf(client)?.received(0, 1);
+      }
+    });
+    aedes.on("clientError", (client, error) => {
+      logger.info("client {clientId}: {error}", { clientId: client.id, error: error.message });
+    });
+    aedes.on("connectionError", (client, error) => {
+      logger.info("connection of client {clientId} failed: {error}", {
+        clientId: client.id ?? "-",
+        error: error.message,
+      });
+    });
+  }
+
+  /** Starts a broker with `policy`. */
+  static async create(
+    policy: BrokerPolicy,
+    connections: ConnectionManager,
+    counters: BrokerCounters,
+    options: { connectTimeout: number; keepaliveLimit: number; maxClientIdLength: number },
+  ): Promise<MqttBroker> {
+    const aedes = await Aedes.createBroker({
+      connectTimeout: options.connectTimeout,
+      keepaliveLimit: options.keepaliveLimit,
+      maxClientsIdLength: options.maxClientIdLength,
+      // Slow subscribers are disconnected by their keepalive, not by a drain timer.
+      drainTimeout: 0,
+    });
+    return new MqttBroker(aedes, policy, connections, counters);
+  }
+
+  /** Topics holding a retained message. */
+  get retainedCount(): number {
+    return this.#retained.size;
+  }
+
+  /** The connection that carries `client`, when the client is connected through one. */
+  #connectionOf(client: Client | null): Connection | undefined {
+    return client ? this.#tracked.get(client.conn as Duplex)?.connection : undefined;
+  }
+
+  /** The bus source of `client`'s publishes: its connection's. */
+  sourceOf(client: Client): MessageSource {
+    return this.#connectionOf(client)?.source ?? { listener: "mqtt", protocol: "mqtt" };
+  }
+
+  /**
+   * Serves one byte stream: admits it to the connection manager (destroying it
+   * when refused) and hands it to aedes.
+   */
+  handle(stream: MqttStream, origin: StreamOrigin): void {
+    const admitted = this.#connections.admit({
+      listener: origin.listener,
+      protocol: "mqtt",
+      remoteAddress: origin.remoteAddress,
+      remotePort: origin.remotePort,
+      limits: origin.limits,
+      handle: {
+        send() {
+          throw new Error("MQTT connections take messages by topic, not conn/<id>/send");
+        },
+        close: () => stream.destroy(),
+      },
+    });
+    if ("refused" in admitted) {
+      logger.warn("MQTT connection from {address} refused: {reason}", {
+        address: origin.remoteAddress,
+        reason: admitted.refused,
+      });
+      stream.destroy();
+      return;
+    }
+    const tracked: Tracked = { stream, connection: admitted, read: 0, written: 0 };
+    this.#tracked.set(stream, tracked);
+    stream.once("close", () => {
+      this.#sample(tracked);
+      this.#tracked.delete(stream);
+      admitted.closed();
+      if (this.#tracked.size === 0) {
+        clearInterval(this.#sampler);
+        this.#sampler = undefined;
+      }
+    });
+    this.#sampler ??= setInterval(() => {
+      for (const entry of this.#tracked.values()) this.#sample(entry);
+    }, SAMPLE_INTERVAL);
+    this.aedes.handle(stream);
+  }
+
+  /** Publishes a message from inside the gateway (the bus, a bridge) to the broker's subscribers. */
+  publish(message: OutboundMessage): Promise<void> {
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.aedes.publish({
+      cmd: "publish",
+      topic: message.topic,
+      payload: Buffer.from(
+        message.payload.buffer,
+        message.payload.byteOffset,
+        message.payload.byteLength,
+      ),
+      qos: message.qos,
+      retain: message.retain,
+      dup: false,
+    }, (error) => error ? reject(error) : resolve());
+    return promise;
+  }
+
+  /** The connected clients, for `GET /mqtt`. */
+  clients(): {
+    clientId: string;
+    username?: string;
+    connectionId?: string;
+    subscriptions: number;
+  }[] {
+    // aedes keeps its clients and their subscriptions on fields its types leave out.
+    const clients = (this.aedes as unknown as { clients: Record<string, BrokerClient> }).clients;
+    return Object.values(clients).map((client) => ({
+      clientId: client.id,
+      username: userOf(client),
+      connectionId: this.#connectionOf(client)?.id,
+      subscriptions: Object.keys(client.subscriptions ?? {}).length,
+    }));
+  }
+
+  /** Closes every client and the broker. */
+  close(): Promise<void> {
+    clearInterval(this.#sampler);
+    this.#sampler = undefined;
+    return new Promise((resolve) => this.aedes.close(() => resolve()));
+  }
+
+  #sample(entry: Tracked): void {
+    const read = entry.stream.bytesRead ?? 0;
+    const written = entry.stream.bytesWritten ?? 0;
+    if (read > entry.read) entry.connection.received(read - entry.read, 0);
+    if (written > entry.written) entry.connection.sent(written - entry.written, 0);
+    entry.read = read;
+    entry.written = written;
+  }
+}
+
+/** A client with the fields aedes's types leave out. */
+type BrokerClient = Client & { subscriptions?: Record<string, unknown>; user?: string };
+
+/** The user name a client connected with, when it gave one. */
+function userOf(client: Client | null): string | undefined {
+  return (client as BrokerClient | null)?.user;
+}

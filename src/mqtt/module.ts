@@ -1,0 +1,384 @@
+/**
+ * The `mqtt` {@link GatewayModule}: the embedded broker, its listeners, the
+ * bus link and the bridges, with reloads that keep clients connected.
+ *
+ * A reload prepares beside the running state: new listener addresses are
+ * bound, new bridges built (their queues reopened from the same KV store),
+ * TLS files read; commit swaps authentication, ACLs, bus filters and bridges
+ * at once, closes listeners no longer wanted and binds those that changed in
+ * place (same address, new TLS files). Clients stay connected throughout;
+ * a removed `mqtt` section stops the broker.
+ *
+ * `GET /mqtt` (admin API) shows clients, subscriptions, messages in and out,
+ * retained topics, and each bridge's state and queue.
+ *
+ * @module
+ */
+
+import { readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { Hono } from "hono";
+import { getLogger } from "@logtape/logtape";
+import type { Bus } from "../bus/bus.ts";
+import type { GatewayConfig } from "../config/schema.ts";
+import type { ConnectionManager } from "../connections/manager.ts";
+import type { GatewayModule, ModuleChange } from "../module.ts";
+import type { MetricsRegistry } from "../observability/metrics.ts";
+import { Acl } from "./acl.ts";
+import { Authenticator } from "./auth.ts";
+import { Bridge } from "./bridge.ts";
+import { type BrokerCounters, MqttBroker, type MqttStream, type StreamOrigin } from "./broker.ts";
+import { BusBridge } from "./bus_bridge.ts";
+import type { MqttConfig, MqttListenerConfig } from "./config.ts";
+import { MqttListener } from "./listener.ts";
+import { ForwardQueue } from "./queue.ts";
+import type { MqttWebSocketHost } from "./websocket_target.ts";
+
+const logger = getLogger(["gateway", "mqtt"]);
+/** The KV file of the store-and-forward queues, in the data directory. */
+const QUEUE_FILE = "mqtt-queue.sqlite3";
+
+interface RunningListener {
+  key: string;
+  listener: MqttListener;
+}
+
+interface RunningBridge {
+  key: string;
+  bridge: Bridge;
+}
+
+/** Everything one config built; swapped whole on commit. */
+interface State {
+  config: MqttConfig;
+  listeners: Map<string, RunningListener>;
+  bridges: Map<string, RunningBridge>;
+}
+
+/**
+ * The MQTT module.
+ *
+ * @example
+ * ```ts
+ * import { Bus } from "../bus/bus.ts";
+ * import { ConnectionManager } from "../connections/manager.ts";
+ * import { MetricsRegistry } from "../observability/metrics.ts";
+ * import { MqttModule } from "./module.ts";
+ * const metrics = new MetricsRegistry();
+ * const bus = new Bus(metrics);
+ * const mqtt = new MqttModule(bus, new ConnectionManager(bus, metrics), metrics);
+ * // const change = await mqtt.prepare(config); await change.commit(); await mqtt.stop();
+ * ```
+ */
+export class MqttModule implements GatewayModule, MqttWebSocketHost {
+  readonly name = "mqtt";
+  #broker?: MqttBroker;
+  #link?: BusBridge;
+  #state?: State;
+  /** Open queue stores by file path (one per data directory in use). */
+  readonly #stores = new Map<string, Deno.Kv>();
+  /** Bridge queues by store path and bridge name; a queue outlives its bridge's reloads. */
+  readonly #queues = new Map<string, ForwardQueue>();
+  readonly #counters: BrokerCounters;
+  readonly #bridgeMessages;
+  readonly #queueDropped;
+
+  constructor(
+    readonly bus: Bus,
+    readonly connections: ConnectionManager,
+    readonly metrics: MetricsRegistry,
+  ) {
+    const messages = metrics.counter(
+      "gateway_mqtt_messages_total",
+      "MQTT messages received from clients (in) and delivered to clients (out).",
+      ["direction"],
+    );
+    const denied = metrics.counter(
+      "gateway_mqtt_denied_total",
+      "MQTT connects (bad credentials), publishes and subscriptions denied.",
+      ["action"],
+    );
+    this.#counters = {
+      messagesIn: messages.labels({ direction: "in" }),
+      messagesOut: messages.labels({ direction: "out" }),
+      denied: (action) => denied.labels({ action }),
+      refused: metrics.counter(
+        "gateway_mqtt_publishes_refused_total",
+        "Client publishes a full bridge queue (policy refuse) did not accept.",
+      ).labels(),
+    };
+    this.#bridgeMessages = metrics.counter(
+      "gateway_mqtt_bridge_messages_total",
+      "Bridge messages sent upstream, received from upstream, and QoS 0 dropped while down.",
+      ["bridge", "event"],
+    );
+    this.#queueDropped = metrics.counter(
+      "gateway_mqtt_queue_dropped_total",
+      "Queued bridge messages dropped: queue full (drop-oldest) or older than maxAge.",
+      ["bridge", "reason"],
+    );
+    const clients = metrics.gauge("gateway_mqtt_clients", "Connected MQTT clients.");
+    const retained = metrics.gauge("gateway_mqtt_retained", "Topics with a retained message.");
+    const connected = metrics.gauge(
+      "gateway_mqtt_bridge_connected",
+      "1 when the bridge is connected upstream.",
+      ["bridge"],
+    );
+    const depth = metrics.gauge("gateway_mqtt_queue_depth", "Messages in a bridge queue.", [
+      "bridge",
+    ]);
+    const age = metrics.gauge(
+      "gateway_mqtt_queue_oldest_age_seconds",
+      "Age of the oldest message in a bridge queue.",
+      ["bridge"],
+    );
+    metrics.collect(() => {
+      clients.labels().set(this.#broker?.aedes.connectedClients ?? 0);
+      retained.labels().set(this.#broker?.retainedCount ?? 0);
+      connected.reset();
+      depth.reset();
+      age.reset();
+      for (const [name, { bridge }] of this.#state?.bridges ?? []) {
+        connected.labels({ bridge: name }).set(bridge.state === "connected" ? 1 : 0);
+        depth.labels({ bridge: name }).set(bridge.deps.queue.depth);
+        const oldest = bridge.deps.queue.oldestAt;
+        age.labels({ bridge: name }).set(oldest === undefined ? 0 : (Date.now() - oldest) / 1000);
+      }
+    });
+  }
+
+  /** Whether the broker is running (for the WebSocket route target). */
+  get running(): boolean {
+    return this.#broker !== undefined && this.#state !== undefined;
+  }
+
+  /** Serves a stream from the WebSocket route target. */
+  accept(stream: MqttStream, origin: StreamOrigin): void {
+    if (!this.#broker) {
+      stream.destroy();
+      return;
+    }
+    this.#broker.handle(stream, origin);
+  }
+
+  async prepare(config: GatewayConfig): Promise<ModuleChange> {
+    const mqtt = config.mqtt;
+    if (!mqtt) {
+      return {
+        commit: () => this.stop(),
+        abort: () => {},
+      };
+    }
+    const created: { listeners: MqttListener[]; bridges: Bridge[]; broker?: MqttBroker } = {
+      listeners: [],
+      bridges: [],
+    };
+    const abort = async () => {
+      for (const listener of created.listeners) listener.close();
+      for (const bridge of created.bridges) await bridge.stop();
+      if (created.broker) {
+        this.#link?.stop();
+        this.#link = undefined;
+        await created.broker.close();
+        this.#broker = undefined;
+      }
+    };
+    try {
+      const policy = {
+        auth: new Authenticator(mqtt.users, mqtt.allowAnonymous),
+        acl: new Acl(mqtt.acl),
+        forwarders: [] as Bridge[],
+      };
+      if (!this.#broker) {
+        created.broker = await MqttBroker.create(policy, this.connections, this.#counters, mqtt);
+        this.#broker = created.broker;
+        this.#link = new BusBridge(this.bus, created.broker);
+      }
+      const broker = this.#broker;
+      const previous = this.#state;
+
+      const listeners = new Map<string, RunningListener>();
+      /** Listeners whose address an old listener holds: bound on commit, after it closes. */
+      const rebind: {
+        name: string;
+        key: string;
+        listener: MqttListenerConfig;
+        pem?: { cert: string; key: string };
+      }[] = [];
+      const heldAddresses = new Set(
+        [...previous?.listeners.values() ?? []].map(({ key }) => key.split("\n")[0]),
+      );
+      for (const [name, listener] of Object.entries(mqtt.listeners)) {
+        const pem = listener.tls && await readPem(name, listener.tls);
+        const address = `${listener.host}:${listener.port}`;
+        const key = `${address}\n${JSON.stringify(listener)}\n${pem?.cert}\n${pem?.key}`;
+        const kept = [...previous?.listeners.values() ?? []].find((l) => l.key === key);
+        if (kept) listeners.set(name, kept);
+        else if (heldAddresses.has(address) && listener.port !== 0) {
+          rebind.push({ name, key, listener, pem });
+        } else {
+          const bound = await MqttListener.bind(name, listener, pem, () => this.#broker!);
+          created.listeners.push(bound);
+          listeners.set(name, { key, listener: bound });
+        }
+      }
+
+      const bridges = new Map<string, RunningBridge>();
+      const storePath = join(config.storage.dataDir, QUEUE_FILE);
+      for (const [name, bridgeConfig] of Object.entries(mqtt.bridges)) {
+        const key = JSON.stringify([storePath, bridgeConfig]);
+        const kept = previous?.bridges.get(name);
+        if (kept?.key === key) {
+          bridges.set(name, kept);
+          continue;
+        }
+        const queueKey = `${storePath}\n${name}`;
+        let queue = this.#queues.get(queueKey);
+        if (!queue) {
+          const kv = await this.#openStore(storePath);
+          queue = await ForwardQueue.open(kv, name, bridgeConfig.queue, (reason, count) => {
+            this.#queueDropped.labels({ bridge: name, reason }).inc(count);
+          });
+          this.#queues.set(queueKey, queue);
+        }
+        const bridge = new Bridge(name, bridgeConfig, {
+          queue,
+          publishLocal: (message) => this.#link?.fromBridge(name, message),
+          count: (event) => this.#bridgeMessages.labels({ bridge: name, event }).inc(),
+        });
+        created.bridges.push(bridge);
+        bridges.set(name, { key, bridge });
+      }
+      policy.forwarders = [...bridges.values()].map(({ bridge }) => bridge);
+
+      return {
+        commit: async () => {
+          broker.policy = policy;
+          this.#link!.setFilters(mqtt.busToBroker);
+          for (const [name, old] of previous?.listeners ?? []) {
+            if (listeners.get(name) !== old) old.listener.close();
+          }
+          for (const { name, key, listener, pem } of rebind) {
+            try {
+              const bound = await MqttListener.bind(name, listener, pem, () => this.#broker!);
+              listeners.set(name, { key, listener: bound });
+            } catch (error) {
+              logger.error("{error}", { error: (error as Error).message });
+            }
+          }
+          for (const [name, old] of previous?.bridges ?? []) {
+            if (bridges.get(name) !== old) await old.bridge.stop();
+          }
+          for (const bridge of created.bridges) {
+            bridge.deps.queue.bounds = bridge.config.queue;
+            bridge.start();
+          }
+          this.#state = { config: mqtt, listeners, bridges };
+          await this.#closeStores(storePath);
+          for (const [name, { listener }] of listeners) {
+            logger.info("MQTT listener {name} on port {port}", { name, port: listener.port });
+          }
+        },
+        abort,
+      };
+    } catch (error) {
+      await abort();
+      throw error;
+    }
+  }
+
+  async stop(): Promise<void> {
+    const state = this.#state;
+    this.#state = undefined;
+    for (const { listener } of state?.listeners.values() ?? []) listener.close();
+    for (const { bridge } of state?.bridges.values() ?? []) await bridge.stop();
+    this.#link?.stop();
+    this.#link = undefined;
+    await this.#broker?.close();
+    this.#broker = undefined;
+    await this.#closeStores();
+  }
+
+  status(): unknown {
+    if (!this.#state || !this.#broker) return { running: false };
+    return {
+      running: true,
+      clients: this.#broker.aedes.connectedClients,
+      listeners: Object.fromEntries(
+        [...this.#state.listeners].map(([name, { listener }]) => [name, { port: listener.port }]),
+      ),
+      bridges: Object.fromEntries(
+        [...this.#state.bridges].map(([name, { bridge }]) => [name, bridge.state]),
+      ),
+    };
+  }
+
+  admin(app: Hono): void {
+    app.get("/mqtt", (c) => c.json(this.#snapshot()));
+  }
+
+  #snapshot(): Record<string, unknown> {
+    const broker = this.#broker;
+    if (!broker || !this.#state) return { running: false };
+    const clients = broker.clients();
+    return {
+      running: true,
+      listeners: Object.fromEntries(
+        [...this.#state.listeners].map(([name, { listener }]) => [name, { port: listener.port }]),
+      ),
+      clients,
+      subscriptions: clients.reduce((sum, client) => sum + client.subscriptions, 0),
+      messages: {
+        in: this.#counters.messagesIn.value,
+        out: this.#counters.messagesOut.value,
+      },
+      retained: broker.retainedCount,
+      bridges: Object.fromEntries(
+        [...this.#state.bridges].map(([name, { bridge }]) => [name, bridge.snapshot()]),
+      ),
+    };
+  }
+
+  async #openStore(path: string): Promise<Deno.Kv> {
+    let kv = this.#stores.get(path);
+    if (!kv) {
+      await Deno.mkdir(dirname(path), { recursive: true });
+      kv = await Deno.openKv(path);
+      this.#stores.set(path, kv);
+    }
+    return kv;
+  }
+
+  /** Flushes and closes every queue store but `keep` (all of them without it). */
+  async #closeStores(keep?: string): Promise<void> {
+    for (const [key, queue] of this.#queues) {
+      if (key.startsWith(`${keep}\n`)) continue;
+      await queue.flush();
+      this.#queues.delete(key);
+    }
+    for (const [path, kv] of this.#stores) {
+      if (path === keep) continue;
+      kv.close();
+      this.#stores.delete(path);
+    }
+  }
+}
+
+async function readPem(
+  name: string,
+  tls: { cert: string; key: string },
+): Promise<{ cert: string; key: string }> {
+  const pem = { cert: "", key: "" };
+  for (const part of ["cert", "key"] as const) {
+    try {
+      pem[part] = await readFile(tls[part], "utf8");
+    } catch (error) {
+      throw new Error(
+        `mqtt.listeners.${name}.tls.${part}: cannot read "${tls[part]}": ${
+          (error as Error).message
+        }`,
+      );
+    }
+  }
+  return pem;
+}

@@ -1,0 +1,52 @@
+/**
+ * The `plugins` section of the config: where plugins live, which run on
+ * every route, what each is granted, their settings and deadlines.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { Duration } from "../config/units.ts";
+
+/** A plugin name: the file or directory name under the plugins directory. */
+export const PluginName = z.string().regex(
+  /^[A-Za-z0-9][A-Za-z0-9_-]*$/,
+  "a plugin name is letters, digits, '_' and '-', not starting with '_' or '-'",
+);
+
+const Grant = z.union([z.boolean(), z.array(z.string().min(1))]);
+
+/** What the config allows one plugin at most; the plugin gets the part of this it asks for. */
+export const PluginGrantConfig = z.strictObject({
+  net: Grant.optional().describe("hosts ('api.example.com:443') or true"),
+  read: Grant.optional().describe("paths relative to the plugins directory, or true"),
+  write: Grant.optional().describe("paths relative to the plugins directory, or true"),
+  env: Grant.optional().describe("variable names or true"),
+  sys: Grant.optional().describe("Deno.* system API names or true"),
+});
+
+/** The `plugins` section. */
+export const PluginsConfig = z.strictObject({
+  dir: z.string().default("plugins").describe("relative to the config file"),
+  global: z.array(PluginName).default([]).describe("plugins that run on every HTTP route"),
+  grants: z.record(PluginName, PluginGrantConfig).default({}).describe(
+    "per plugin, the most it may be given; nothing is granted by default, 'run' and 'ffi' never",
+  ),
+  settings: z.record(PluginName, z.unknown()).default({}).describe(
+    "per plugin, its settings (ctx.config), checked against the plugin's own schema",
+  ),
+  debounce: Duration.default(150).describe("how long the plugins directory must be quiet"),
+  hookTimeout: Duration.default(5000).describe("a hook past this answers 504"),
+  initTimeout: Duration.default(10_000).describe("load and init past this fail the version"),
+  drainTimeout: Duration.default(10_000).describe(
+    "how long a replaced version may finish in-flight hooks",
+  ),
+  restartAfter: z.number().int().positive().default(5).describe(
+    "consecutive failed hooks or calls after which the plugin's worker is restarted",
+  ),
+});
+
+/** The validated `plugins` section. */
+export type PluginsConfig = z.output<typeof PluginsConfig>;
+/** A validated grant. */
+export type PluginGrantConfig = z.output<typeof PluginGrantConfig>;

@@ -1,0 +1,704 @@
+/**
+ * The plugin host: the `plugins` module of the gateway. It loads every plugin
+ * in the plugins directory into its own sandbox, serves their functions on
+ * the bus (`fn/<plugin>/<function>`) and their message handlers, and keeps
+ * them current: a saved file is loaded beside the running version and
+ * swapped in once its `init` succeeded (the old one drains, then ends); a
+ * broken save is reported with its file and line and the old version keeps
+ * serving; a removed file unloads the plugin. A plugin that keeps failing, or
+ * whose Worker stops answering, is restarted.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { getLogger } from "@logtape/logtape";
+import type { Hono } from "hono";
+import type { Bus, Subscription } from "../bus/bus.ts";
+import type { MessageSource } from "../bus/message.ts";
+import type { GatewayConfig } from "../config/schema.ts";
+import { callFunction, FunctionCallError, serveFunction } from "../functions/call.ts";
+import type { GatewayModule, ModuleChange } from "../module.ts";
+import { jsonError } from "../pipeline/errors.ts";
+import type { MetricsRegistry } from "../observability/metrics.ts";
+import type { PluginGrantConfig, PluginsConfig } from "./config.ts";
+import { discoverPlugins, type PluginSource } from "./discover.ts";
+import type { AskMessage, PluginErrorInfo, RuntimeMessage } from "./messages.ts";
+import { planPermissions } from "./permissions.ts";
+import { PluginError, PluginSandbox, type SandboxServices } from "./sandbox.ts";
+
+const logger = getLogger(["gateway", "plugins"]);
+const SAMPLES = 1024;
+
+/** The latest problem of a plugin, as the admin API shows it. */
+export interface PluginProblem {
+  message: string;
+  /** `file:line:column` in the plugin's source, when known. */
+  at?: string;
+  time: string;
+}
+
+/** One plugin by name, across its versions. */
+export class PluginSlot {
+  /** The version serving hooks and calls; absent while none loaded. */
+  active?: PluginSandbox;
+  /** What `active` was built from: hash, settings and grant. */
+  key = "";
+  /** The source last seen on disk (absent once the file is removed). */
+  source?: PluginSource;
+  lastError?: PluginProblem;
+  calls = 0;
+  errors = 0;
+  restarts = 0;
+  consecutiveFailures = 0;
+  /** Set while a new worker replaces a failed one; work waits for it rather than failing. */
+  restarting?: Promise<void>;
+  /** Recent hook and call durations in ms, a ring of {@link SAMPLES}. */
+  readonly durations = new Float64Array(SAMPLES);
+  samples = 0;
+  functions?: Subscription;
+
+  constructor(readonly name: string) {}
+
+  /** Records the outcome of one hook or call. */
+  record(ms: number, failed: boolean): void {
+    this.calls++;
+    this.durations[this.samples++ % SAMPLES] = ms;
+    if (failed) {
+      this.errors++;
+      this.consecutiveFailures++;
+    } else {
+      this.consecutiveFailures = 0;
+    }
+  }
+
+  /** The `q` quantile (0..1) of recent durations in ms, or null before any. */
+  quantile(q: number): number | null {
+    const n = Math.min(this.samples, SAMPLES);
+    if (n === 0) return null;
+    const sorted = this.durations.slice(0, n).sort();
+    return Math.round(sorted[Math.min(n - 1, Math.floor(q * n))] * 1000) / 1000;
+  }
+}
+
+function problemOf(error: unknown): PluginProblem {
+  const info: PluginErrorInfo = error instanceof PluginError
+    ? error.info
+    : { type: "Error", message: error instanceof Error ? error.message : String(error) };
+  return {
+    message: `${info.type}: ${info.message}`,
+    ...(info.at ? { at: info.at } : {}),
+    time: new Date().toISOString(),
+  };
+}
+
+function grantsAnything(grant: PluginGrantConfig | undefined): boolean {
+  return Object.values(grant ?? {}).some((value) => value === true || (value || []).length > 0);
+}
+
+/**
+ * Loads, serves, watches and restarts the plugins.
+ *
+ * @example
+ * ```ts
+ * import { PluginHost } from "./host.ts";
+ * import { Bus } from "../bus/bus.ts";
+ * import { MetricsRegistry } from "../observability/metrics.ts";
+ * const host = new PluginHost(new Bus(), new MetricsRegistry());
+ * // const change = await host.prepare(config); change.commit(); ... await host.stop();
+ * ```
+ */
+export class PluginHost implements GatewayModule {
+  readonly name = "plugins";
+  readonly #slots = new Map<string, PluginSlot>();
+  /** Bus subscriptions each sandbox asked for, made while it is the active version. */
+  readonly #subscriptions = new WeakMap<
+    PluginSandbox,
+    Map<number, { filter: string; live?: Subscription }>
+  >();
+  readonly #replies = new Map<number, (payload: Uint8Array) => void>();
+  #nextReply = 1;
+  #config?: PluginsConfig;
+  #dataDir = "";
+  #kv?: Promise<Deno.Kv>;
+  #watcher?: Deno.FsWatcher;
+  #queue: Promise<unknown> = Promise.resolve();
+  #stopped = false;
+  readonly #services: SandboxServices = {
+    ask: (sandbox, ask) => this.#ask(sandbox, ask),
+    notify: (sandbox, message) => this.#notify(sandbox, message),
+  };
+  readonly #hookSeconds;
+  readonly #failures;
+  readonly #reloads;
+
+  constructor(readonly bus: Bus, readonly metrics: MetricsRegistry) {
+    this.#hookSeconds = metrics.histogram(
+      "gateway_plugin_call_seconds",
+      "Plugin hook and function durations, by plugin and kind (request, response, function).",
+      ["plugin", "kind"],
+    );
+    this.#failures = metrics.counter(
+      "gateway_plugin_failures_total",
+      "Plugin hooks and functions that threw or ran past their deadline, by plugin and reason.",
+      ["plugin", "reason"],
+    );
+    this.#reloads = metrics.counter(
+      "gateway_plugin_loads_total",
+      "Plugin versions loaded, by plugin and result (ok, failed).",
+      ["plugin", "result"],
+    );
+  }
+
+  /** The serving plugins section. */
+  get config(): PluginsConfig {
+    if (!this.#config) throw new Error("the plugin host has not been configured");
+    return this.#config;
+  }
+
+  /** The plugin called `name`, loaded or not; undefined when none was ever seen. */
+  slot(name: string): PluginSlot | undefined {
+    return this.#slots.get(name);
+  }
+
+  async prepare(config: GatewayConfig): Promise<ModuleChange> {
+    const next = config.plugins;
+    const sources = await discoverPlugins(next.dir);
+    const started = new Map<string, { sandbox: PluginSandbox; key: string }>();
+    const failed = new Map<string, unknown>();
+    await Promise.all([...sources.values()].map(async (source) => {
+      const key = versionKey(source, next);
+      const slot = this.#slots.get(source.name);
+      if (slot?.active && slot.key === key) return;
+      try {
+        started.set(source.name, { sandbox: await this.#load(source, next), key });
+      } catch (error) {
+        failed.set(source.name, error);
+      }
+    }));
+    // Settings the config gives and the plugin refuses are the config's fault: refuse it. A
+    // plugin that needs settings the config does not give fails alone (its routes answer 503).
+    const badSettings = [...failed].filter(([name, error]) =>
+      Object.hasOwn(next.settings, name) && isSettingsError(error)
+    );
+    if (badSettings.length > 0) {
+      for (const { sandbox } of started.values()) sandbox.terminate();
+      throw new Error(
+        badSettings.map(([, error]) => (error as PluginError).info.message).join("\n"),
+      );
+    }
+    for (const name of Object.keys(next.settings)) {
+      if (!sources.has(name)) {
+        logger.warn("plugins.settings.{name}: no plugin {name} in {dir}", { name, dir: next.dir });
+      }
+    }
+    const referenced = referencedPlugins(config);
+    for (const name of referenced) {
+      if (!sources.has(name)) {
+        logger.warn(
+          "plugin {name} is named in the config but not in {dir}: its routes answer 503",
+          {
+            name,
+            dir: next.dir,
+          },
+        );
+      }
+    }
+    return {
+      commit: () => {
+        const watchChanged = this.#config?.dir !== next.dir;
+        this.#config = next;
+        this.#dataDir = config.storage.dataDir;
+        for (const [name, slot] of this.#slots) {
+          if (!sources.has(name) && slot.active) this.#unload(slot);
+        }
+        for (const [name, { sandbox, key }] of started) {
+          this.#activate(this.#slotFor(name), sandbox, key, sources.get(name)!);
+        }
+        for (const [name, error] of failed) {
+          const slot = this.#slotFor(name);
+          if (referenced.has(name) || !isSettingsError(error)) {
+            this.#loadFailed(slot, error, sources.get(name)!);
+          } else {
+            // A shipped plugin nobody configured or uses is not a failure worth an error.
+            slot.lastError = problemOf(error);
+            slot.source = sources.get(name);
+            logger.info("plugin {name} is not loaded, no route uses it: {message}", {
+              name,
+              message: slot.lastError.message,
+            });
+          }
+        }
+        if (watchChanged) this.#watch(next.dir);
+      },
+      abort: () => {
+        for (const { sandbox } of started.values()) sandbox.terminate();
+      },
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#watcher?.close();
+    await this.#queue;
+    const timeout = this.#config?.drainTimeout ?? 10_000;
+    await Promise.all([...this.#slots.values()].map((slot) => {
+      const active = slot.active;
+      if (!active) return;
+      this.#unload(slot, false);
+      return active.stop(timeout);
+    }));
+    if (this.#kv) (await this.#kv).close();
+  }
+
+  status(): unknown {
+    return [...this.#slots.values()].map((slot) => this.#describe(slot));
+  }
+
+  admin(app: Hono): void {
+    app.get("/plugins", (c) => c.json(this.status()));
+    app.post("/plugins/:name/reload", async (c) => {
+      const name = c.req.param("name");
+      const slot = await this.reloadPlugin(name);
+      if (!slot) {
+        return jsonError(404, "unknown_plugin", `no plugin "${name}" in ${this.config.dir}`);
+      }
+      const described = this.#describe(slot);
+      return c.json(described, slot.lastError && !slot.active ? 422 : 200);
+    });
+  }
+
+  /**
+   * Loads `name` again from disk even when unchanged (the admin API's reload).
+   * Resolves with its slot, or undefined when there is no such plugin.
+   */
+  reloadPlugin(name: string): Promise<PluginSlot | undefined> {
+    return this.#serially(async () => {
+      const source = (await discoverPlugins(this.config.dir)).get(name);
+      if (!source) return this.#slots.get(name);
+      await this.#reloadOne(source, true);
+      return this.#slots.get(name);
+    });
+  }
+
+  /**
+   * Runs a hook or function on `slot`'s active version, counting and timing
+   * it, and restarting the plugin when it keeps failing or has stopped
+   * answering.
+   */
+  async run<T>(
+    slot: PluginSlot,
+    kind: "request" | "response" | "function",
+    invoke: (sandbox: PluginSandbox) => Promise<T>,
+  ): Promise<T> {
+    if (slot.restarting) await slot.restarting;
+    const sandbox = slot.active;
+    if (!sandbox) {
+      throw new PluginError(
+        { type: "Unavailable", message: `plugin "${slot.name}" is not loaded` },
+        "gone",
+      );
+    }
+    const started = performance.now();
+    try {
+      const result = await invoke(sandbox);
+      const ms = performance.now() - started;
+      slot.record(ms, false);
+      this.#hookSeconds.labels({ plugin: slot.name, kind }).observe(ms / 1000);
+      return result;
+    } catch (error) {
+      slot.record(performance.now() - started, true);
+      const reason = error instanceof PluginError ? error.kind : "threw";
+      this.#failures.labels({ plugin: slot.name, reason }).inc();
+      slot.lastError = problemOf(error);
+      if (reason === "timeout") {
+        void sandbox.ping(1000).then((alive) => {
+          if (!alive && slot.active === sandbox) {
+            this.#restart(slot, "its worker stopped answering");
+          }
+        });
+      } else if (slot.consecutiveFailures >= this.config.restartAfter && slot.active === sandbox) {
+        this.#restart(slot, `${slot.consecutiveFailures} failures in a row`);
+      }
+      throw error;
+    }
+  }
+
+  #slotFor(name: string): PluginSlot {
+    let slot = this.#slots.get(name);
+    if (!slot) {
+      slot = new PluginSlot(name);
+      this.#slots.set(name, slot);
+    }
+    return slot;
+  }
+
+  #describe(slot: PluginSlot) {
+    const info = slot.active?.info;
+    return {
+      name: slot.name,
+      version: info?.version ?? null,
+      hash: slot.source?.hash ?? null,
+      file: slot.source?.entry ?? null,
+      state: slot.restarting
+        ? "restarting"
+        : slot.active
+        ? "running"
+        : slot.source
+        ? "failed"
+        : "removed",
+      priority: info?.priority ?? null,
+      permissions: slot.active?.permissions ?? null,
+      hooks: info ? Object.keys(info.hooks).filter((k) => info.hooks[k as "onRequest"]) : [],
+      functions: info?.functions ?? [],
+      loadedAt: slot.active?.loadedAt.toISOString() ?? null,
+      calls: slot.calls,
+      errors: slot.errors,
+      restarts: slot.restarts,
+      inFlight: slot.active?.inFlight ?? 0,
+      p50Ms: slot.quantile(0.5),
+      p99Ms: slot.quantile(0.99),
+      lastError: slot.lastError ?? null,
+    };
+  }
+
+  /** Starts a sandbox for `source` with exactly the permissions it asks for and is granted. */
+  async #load(source: PluginSource, config: PluginsConfig): Promise<PluginSandbox> {
+    const grant = config.grants[source.name];
+    const settings = config.settings[source.name];
+    let plan = planPermissions(undefined, grant, config.dir, source.root);
+    if (grantsAnything(grant)) {
+      // Its request is in its source: read it in a sandbox with no permissions, then start it
+      // with what it asked for and was granted.
+      const probe = new PluginSandbox(source, plan.permissions, this.#services);
+      const asked = await probe.load(settings, config.initTimeout, true);
+      probe.terminate();
+      plan = planPermissions(asked.permissions, grant, config.dir, source.root);
+    }
+    const sandbox = new PluginSandbox(source, plan.permissions, this.#services);
+    try {
+      const info = await sandbox.load(settings, config.initTimeout);
+      const denied = planPermissions(info.permissions, grant, config.dir, source.root).denied;
+      if (denied.length > 0) {
+        logger.warn(
+          "plugin {name} asks for permissions that plugins.grants.{name} does not give: {denied}",
+          { name: source.name, denied: denied.join(", ") },
+        );
+      }
+      this.#reloads.labels({ plugin: source.name, result: "ok" }).inc();
+      return sandbox;
+    } catch (error) {
+      this.#reloads.labels({ plugin: source.name, result: "failed" }).inc();
+      throw error;
+    }
+  }
+
+  #activate(slot: PluginSlot, sandbox: PluginSandbox, key: string, source: PluginSource): void {
+    const old = slot.active;
+    if (old) this.#setSubscribed(old, false);
+    slot.active = sandbox;
+    slot.key = key;
+    slot.source = source;
+    slot.consecutiveFailures = 0;
+    this.#setSubscribed(sandbox, true);
+    slot.functions ??= serveFunction(
+      this.bus,
+      slot.name,
+      "+",
+      (args, call) =>
+        this.run(slot, "function", (active) => {
+          if (!active.info?.functions.includes(call.name)) {
+            throw new FunctionCallError({
+              type: "no_responder",
+              message: `plugin "${slot.name}" has no function "${call.name}"`,
+            });
+          }
+          return active.call(call.name, args, call.deadline);
+        }).catch((error) => {
+          if (error instanceof PluginError) {
+            throw new FunctionCallError({
+              type: error.kind === "timeout" ? "timeout" : error.info.type,
+              message: error.message,
+              traceback: error.info.stack,
+            });
+          }
+          throw error;
+        }),
+    );
+    logger.info("plugin {name} {version} loaded ({hash})", {
+      name: slot.name,
+      version: sandbox.info?.version,
+      hash: source.hash,
+    });
+    if (old) void old.stop(this.config.drainTimeout);
+  }
+
+  #loadFailed(slot: PluginSlot, error: unknown, source: PluginSource): void {
+    slot.lastError = problemOf(error);
+    if (!slot.active) slot.source = source;
+    const problem = {
+      name: slot.name,
+      message: slot.lastError.message,
+      at: slot.lastError.at ?? "-",
+    };
+    if (slot.active) {
+      logger.error(
+        "plugin {name} failed to load, the previous version keeps serving: {message} (at {at})",
+        problem,
+      );
+    } else {
+      logger.error("plugin {name} failed to load: {message} (at {at})", problem);
+    }
+  }
+
+  /** Stops serving `slot`'s plugin; `drain` lets its in-flight work finish first. */
+  #unload(slot: PluginSlot, drain = true): void {
+    const active = slot.active;
+    slot.functions?.unsubscribe();
+    slot.functions = undefined;
+    slot.active = undefined;
+    slot.source = undefined;
+    slot.key = "";
+    if (!active) return;
+    this.#setSubscribed(active, false);
+    if (drain) void active.stop(this.config.drainTimeout);
+    logger.info("plugin {name} unloaded", { name: slot.name });
+  }
+
+  #restart(slot: PluginSlot, why: string): void {
+    const source = slot.source;
+    if (!source || this.#stopped) return;
+    logger.warn("restarting plugin {name}: {why}", { name: slot.name, why });
+    slot.restarts++;
+    const old = slot.active;
+    old?.terminate();
+    slot.restarting = this.#serially(async () => {
+      if (slot.active !== old) return; // replaced meanwhile
+      try {
+        this.#activate(slot, await this.#load(source, this.config), slot.key, source);
+      } catch (error) {
+        if (old) this.#unload(slot, false);
+        slot.source = source;
+        this.#loadFailed(slot, error, source);
+      }
+    }).finally(() => slot.restarting = undefined);
+  }
+
+  #serially<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(task);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  #watch(dir: string): void {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    let watcher: Deno.FsWatcher;
+    try {
+      watcher = Deno.watchFs(dir, { recursive: true });
+    } catch (error) {
+      logger.warn("not watching {dir} for plugin changes: {error}", { dir, error });
+      return;
+    }
+    this.#watcher = watcher;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    (async () => {
+      for await (const _event of watcher) {
+        clearTimeout(timer);
+        timer = setTimeout(() => void this.#serially(() => this.#rescan()), this.config.debounce);
+      }
+    })().catch((error) => logger.error("watching {dir} failed: {error}", { dir, error }));
+  }
+
+  async #rescan(): Promise<void> {
+    if (this.#stopped) return;
+    const sources = await discoverPlugins(this.config.dir);
+    for (const [name, slot] of this.#slots) {
+      if (!sources.has(name) && slot.source) this.#unload(slot);
+    }
+    await Promise.all([...sources.values()].map((source) => this.#reloadOne(source, false)));
+  }
+
+  async #reloadOne(source: PluginSource, force: boolean): Promise<void> {
+    const slot = this.#slotFor(source.name);
+    const key = versionKey(source, this.config);
+    const unchanged = slot.active ? slot.key === key : slot.source?.hash === source.hash &&
+      slot.lastError !== undefined;
+    if (unchanged && !force) return;
+    try {
+      this.#activate(slot, await this.#load(source, this.config), key, source);
+      slot.lastError = undefined;
+    } catch (error) {
+      this.#loadFailed(slot, error, source);
+    }
+  }
+
+  #setSubscribed(sandbox: PluginSandbox, on: boolean): void {
+    for (const entry of this.#subscriptions.get(sandbox)?.values() ?? []) {
+      entry.live?.unsubscribe();
+      entry.live = undefined;
+    }
+    if (!on) return;
+    for (const [id, entry] of this.#subscriptions.get(sandbox) ?? []) {
+      entry.live = this.#subscribe(sandbox, id, entry.filter);
+    }
+  }
+
+  #subscribe(sandbox: PluginSandbox, id: number, filter: string): Subscription {
+    return this.bus.subscribe(filter, (message) => {
+      let replyId: number | undefined;
+      if (message.reply) {
+        replyId = this.#nextReply++;
+        this.#replies.set(replyId, message.reply);
+        setTimeout(() => this.#replies.delete(replyId!), 60_000);
+      }
+      sandbox.deliver(id, {
+        topic: message.topic,
+        payload: message.payload,
+        source: message.source,
+        meta: message.meta,
+        ...(replyId === undefined ? {} : { replyId }),
+      });
+    }, { owner: `plugin:${sandbox.source.name}` });
+  }
+
+  #source(sandbox: PluginSandbox): MessageSource {
+    return { listener: `plugin:${sandbox.source.name}`, protocol: "plugin" };
+  }
+
+  #notify(sandbox: PluginSandbox, message: RuntimeMessage): void {
+    const name = sandbox.source.name;
+    switch (message.kind) {
+      case "publish":
+        this.bus.publish({
+          topic: message.topic,
+          payload: message.payload,
+          source: this.#source(sandbox),
+          meta: message.meta,
+        });
+        return;
+      case "subscribe": {
+        let owned = this.#subscriptions.get(sandbox);
+        if (!owned) {
+          owned = new Map();
+          this.#subscriptions.set(sandbox, owned);
+        }
+        const entry: { filter: string; live?: Subscription } = { filter: message.filter };
+        owned.set(message.subscription, entry);
+        if (this.#slots.get(name)?.active === sandbox) {
+          entry.live = this.#subscribe(sandbox, message.subscription, message.filter);
+        }
+        return;
+      }
+      case "unsubscribe": {
+        const owned = this.#subscriptions.get(sandbox);
+        owned?.get(message.subscription)?.live?.unsubscribe();
+        owned?.delete(message.subscription);
+        return;
+      }
+      case "reply": {
+        const reply = this.#replies.get(message.replyId);
+        this.#replies.delete(message.replyId);
+        reply?.(message.payload);
+        return;
+      }
+      case "log":
+        getLogger(["gateway", "plugin", name])[message.level](message.message, {
+          ...message.fields,
+        });
+        return;
+      case "metric": {
+        const metric = `gateway_plugin_${message.name.replace(/[^A-Za-z0-9_]/g, "_")}`;
+        const labels = { plugin: name, ...message.labels };
+        const names = Object.keys(labels).sort();
+        try {
+          if (message.type === "counter") {
+            this.metrics.counter(metric, message.help, names).labels(labels).inc(message.value);
+          } else if (message.type === "gauge") {
+            this.metrics.gauge(metric, message.help, names).labels(labels).set(message.value);
+          } else {
+            this.metrics.histogram(metric, message.help, names).labels(labels).observe(
+              message.value,
+            );
+          }
+        } catch (error) {
+          logger.warn("plugin {name}: metric {metric} dropped: {error}", { name, metric, error });
+        }
+        return;
+      }
+    }
+  }
+
+  async #ask(sandbox: PluginSandbox, ask: Exclude<AskMessage, { op: "body" }>): Promise<unknown> {
+    const name = sandbox.source.name;
+    switch (ask.op) {
+      case "call":
+        return await callFunction(this.bus, ask.fn, ask.args, {
+          source: this.#source(sandbox),
+          timeout: ask.deadline - Date.now(),
+          deadline: ask.deadline,
+        });
+      case "request":
+        return (await this.bus.request(ask.topic, ask.payload, {
+          source: this.#source(sandbox),
+          timeout: Math.max(1, ask.deadline - Date.now()),
+        })).payload;
+      case "store.get":
+        return (await (await this.#store()).get(["plugin", name, ask.key])).value ?? undefined;
+      case "store.set":
+        await (await this.#store()).set(
+          ["plugin", name, ask.key],
+          ask.value,
+          ask.ttl ? { expireIn: ask.ttl } : {},
+        );
+        return;
+      case "store.delete":
+        await (await this.#store()).delete(["plugin", name, ask.key]);
+        return;
+      case "store.list": {
+        const kv = await this.#store();
+        const found: { key: string; value: unknown }[] = [];
+        const range = {
+          start: ["plugin", name, ask.prefix],
+          end: ["plugin", name, `${ask.prefix}\uffff`],
+        };
+        for await (const entry of kv.list(range, { limit: Math.max(ask.limit, 1) })) {
+          found.push({ key: String(entry.key[2]), value: entry.value });
+        }
+        return found;
+      }
+    }
+  }
+
+  #store(): Promise<Deno.Kv> {
+    return this.#kv ??= Deno.mkdir(this.#dataDir, { recursive: true }).then(() =>
+      Deno.openKv(join(this.#dataDir, "plugins.kv"))
+    );
+  }
+}
+
+/** Whether a load failed because the plugin refused its settings. */
+function isSettingsError(error: unknown): error is PluginError {
+  return error instanceof PluginError && error.info.message.startsWith("plugins.settings.");
+}
+
+/** What makes a loaded version current: its files, its settings and its grant. */
+function versionKey(source: PluginSource, config: PluginsConfig): string {
+  return JSON.stringify([
+    source.hash,
+    config.settings[source.name] ?? null,
+    config.grants[source.name] ?? null,
+    config.dir,
+  ]);
+}
+
+/** Every plugin the config names: global, per listener, per route. */
+function referencedPlugins(config: GatewayConfig): Set<string> {
+  const names = new Set(config.plugins.global);
+  for (const listener of Object.values(config.listeners)) {
+    if (listener.type === "http") { for (const name of listener.plugins ?? []) names.add(name); }
+  }
+  for (const route of config.routes) for (const name of route.plugins ?? []) names.add(name);
+  return names;
+}

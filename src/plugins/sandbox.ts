@@ -1,0 +1,301 @@
+/**
+ * One loaded version of one plugin: its Worker (started with exactly the
+ * permissions planned for it), the work in flight there with its deadlines,
+ * and the answers to what the plugin asks of the gateway through `ctx`.
+ *
+ * @module
+ */
+
+import { pathToFileURL } from "node:url";
+import type {
+  AskMessage,
+  HookResult,
+  HostMessage,
+  MessageData,
+  PluginErrorInfo,
+  PluginInfo,
+  RequestData,
+  ResponseData,
+  RuntimeMessage,
+} from "./messages.ts";
+import type { PluginSource } from "./discover.ts";
+
+/** What a sandbox needs from the gateway to answer its plugin's `ctx`. */
+export interface SandboxServices {
+  /** Answers an ask (`ctx.call`, `ctx.request`, `ctx.store.*`); the `body` op is the sandbox's own. */
+  ask(sandbox: PluginSandbox, ask: Exclude<AskMessage, { op: "body" }>): Promise<unknown>;
+  /** Everything else the plugin sends: publish, subscribe, reply, log, metric. */
+  notify(sandbox: PluginSandbox, message: RuntimeMessage): void;
+}
+
+/** A plugin error that crossed the Worker boundary, or a deadline the sandbox enforced. */
+export class PluginError extends Error {
+  constructor(
+    readonly info: PluginErrorInfo,
+    readonly kind: "threw" | "timeout" | "gone",
+  ) {
+    super(info.at ? `${info.message} (at ${info.at})` : info.message);
+    this.name = "PluginError";
+  }
+}
+
+/** The state of a sandbox, in the order it moves through them. */
+export type SandboxState = "loading" | "ready" | "stopping" | "stopped";
+
+interface Work {
+  resolve(value: unknown): void;
+  reject(error: PluginError): void;
+  timer: ReturnType<typeof setTimeout>;
+  body?: () => Promise<Uint8Array>;
+}
+
+const RUNTIME = new URL("./runtime.ts", import.meta.url);
+
+/**
+ * A plugin version in its Worker.
+ *
+ * @example
+ * ```ts
+ * import { PluginSandbox } from "./sandbox.ts";
+ * // const sandbox = new PluginSandbox(source, { read: [source.root] }, services);
+ * // const info = await sandbox.load(settings, 10_000);
+ * // const result = await sandbox.onRequest(request, Date.now() + 1000, body);
+ * // await sandbox.stop(5000);
+ * ```
+ */
+export class PluginSandbox {
+  readonly #worker: Worker;
+  readonly #work = new Map<number, Work>();
+  readonly #loaded = Promise.withResolvers<PluginInfo>();
+  #nextId = 1;
+  #state: SandboxState = "loading";
+  #drained?: PromiseWithResolvers<void>;
+  info?: PluginInfo;
+  readonly loadedAt = new Date();
+
+  constructor(
+    readonly source: PluginSource,
+    readonly permissions: Deno.PermissionOptionsObject,
+    readonly services: SandboxServices,
+  ) {
+    this.#worker = new Worker(RUNTIME, {
+      type: "module",
+      name: `plugin:${source.name}`,
+      deno: { permissions },
+    });
+    this.#worker.onmessage = (event: MessageEvent<RuntimeMessage>) => this.#receive(event.data);
+    this.#worker.onerror = (event) => {
+      event.preventDefault();
+      this.#fail({ type: "Error", message: event.message ?? "the plugin's worker failed" });
+    };
+  }
+
+  get state(): SandboxState {
+    return this.#state;
+  }
+
+  /** Work sent and not yet answered. */
+  get inFlight(): number {
+    return this.#work.size;
+  }
+
+  /**
+   * Imports the plugin and (unless `probe`) checks its settings and runs
+   * `init`. Rejects with a {@link PluginError} that names the file and line;
+   * the sandbox is terminated then.
+   */
+  async load(settings: unknown, timeout: number, probe = false): Promise<PluginInfo> {
+    const url = pathToFileURL(this.source.entry).href;
+    this.#post({ kind: "load", url, name: this.source.name, settings, probe });
+    const timer = setTimeout(() =>
+      this.#loaded.reject(
+        new PluginError({
+          type: "TimeoutError",
+          message: `load and init took longer than ${timeout} ms`,
+          at: this.source.entry,
+        }, "timeout"),
+      ), timeout);
+    try {
+      this.info = await this.#loaded.promise;
+      this.#state = "ready";
+      return this.info;
+    } catch (error) {
+      this.terminate();
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Runs `onRequest`; `body` reads the request body when the plugin asks for it. */
+  onRequest(
+    request: RequestData,
+    deadline: number,
+    body: () => Promise<Uint8Array>,
+  ): Promise<HookResult> {
+    return this.#send(
+      (id) => ({ kind: "request", id, deadline, request }),
+      deadline,
+      body,
+    ) as Promise<
+      HookResult
+    >;
+  }
+
+  /** Runs `onResponse`; `body` reads the response body when the plugin asks for it. */
+  onResponse(
+    request: RequestData,
+    response: ResponseData,
+    deadline: number,
+    body: () => Promise<Uint8Array>,
+  ): Promise<HookResult> {
+    return this.#send(
+      (id) => ({ kind: "response", id, deadline, request, response }),
+      deadline,
+      body,
+    ) as Promise<HookResult>;
+  }
+
+  /** Runs one of the plugin's functions. */
+  call(fn: string, args: unknown, deadline: number): Promise<unknown> {
+    return this.#send((id) => ({ kind: "call", id, deadline, fn, args }), deadline);
+  }
+
+  /** Hands a bus message to the plugin's subscription. */
+  deliver(subscription: number, message: MessageData): void {
+    if (this.#state === "ready") this.#post({ kind: "message", subscription, message });
+  }
+
+  /** Resolves true when the Worker's event loop answers within `timeout` ms. */
+  ping(timeout: number): Promise<boolean> {
+    return this.#send((id) => ({ kind: "ping", id }), Date.now() + timeout).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /**
+   * Lets work in flight finish (up to `timeout` ms), runs the plugin's `stop`
+   * and terminates the Worker. Idempotent.
+   */
+  async stop(timeout: number): Promise<void> {
+    if (this.#state === "stopped" || this.#state === "stopping") return;
+    this.#state = "stopping";
+    const deadline = Date.now() + timeout;
+    if (this.#work.size > 0) {
+      this.#drained = Promise.withResolvers();
+      const timer = setTimeout(() => this.#drained?.resolve(), timeout);
+      await this.#drained.promise;
+      clearTimeout(timer);
+    }
+    if (Date.now() < deadline && this.info) {
+      await this.#send((id) => ({ kind: "stop", id, deadline }), deadline).catch(() => {});
+    }
+    this.terminate();
+  }
+
+  /** Ends the Worker at once; work in flight fails with `gone`. */
+  terminate(): void {
+    if (this.#state === "stopped") return;
+    this.#state = "stopped";
+    this.#worker.terminate();
+    this.#fail({ type: "Terminated", message: `plugin "${this.source.name}" was stopped` });
+  }
+
+  #fail(info: PluginErrorInfo): void {
+    this.#loaded.reject(new PluginError(info, "gone"));
+    for (const [id, work] of this.#work) {
+      clearTimeout(work.timer);
+      this.#work.delete(id);
+      work.reject(new PluginError(info, "gone"));
+    }
+    this.#drained?.resolve();
+  }
+
+  #post(message: HostMessage): void {
+    this.#worker.postMessage(message);
+  }
+
+  #send(
+    build: (id: number) => HostMessage,
+    deadline: number,
+    body?: () => Promise<Uint8Array>,
+  ): Promise<unknown> {
+    if (this.#state === "stopped") {
+      return Promise.reject(
+        new PluginError(
+          { type: "Terminated", message: `plugin "${this.source.name}" is stopped` },
+          "gone",
+        ),
+      );
+    }
+    const id = this.#nextId++;
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    const timeout = Math.max(0, deadline - Date.now());
+    const timer = setTimeout(() => {
+      this.#finish(id);
+      reject(
+        new PluginError(
+          { type: "TimeoutError", message: `no answer within ${timeout} ms` },
+          "timeout",
+        ),
+      );
+    }, timeout);
+    this.#work.set(id, { resolve, reject, timer, body });
+    this.#post(build(id));
+    return promise;
+  }
+
+  #finish(id: number): Work | undefined {
+    const work = this.#work.get(id);
+    if (!work) return undefined;
+    clearTimeout(work.timer);
+    this.#work.delete(id);
+    if (this.#work.size === 0) this.#drained?.resolve();
+    return work;
+  }
+
+  #receive(message: RuntimeMessage): void {
+    switch (message.kind) {
+      case "loaded":
+        this.#loaded.resolve(message.info);
+        return;
+      case "load-failed":
+        this.#loaded.reject(new PluginError(message.error, "threw"));
+        return;
+      case "done":
+        this.#finish(message.id)?.resolve(message.value);
+        return;
+      case "pong":
+        this.#finish(message.id)?.resolve(undefined);
+        return;
+      case "failed":
+        this.#finish(message.id)?.reject(new PluginError(message.error, "threw"));
+        return;
+      case "ask":
+        void this.#answer(message);
+        return;
+      default:
+        this.services.notify(this, message);
+    }
+  }
+
+  async #answer(message: RuntimeMessage & { kind: "ask" }): Promise<void> {
+    try {
+      let value: unknown;
+      if (message.op === "body") {
+        const body = this.#work.get(message.work)?.body;
+        if (!body) throw new Error("the body is only readable while its hook runs");
+        value = await body();
+      } else {
+        value = await this.services.ask(this, message);
+      }
+      if (this.#state !== "stopped") this.#post({ kind: "answer", id: message.id, value });
+    } catch (error) {
+      const info = error instanceof Error
+        ? { type: (error as { type?: string }).type ?? error.name, message: error.message }
+        : { type: "Error", message: String(error) };
+      if (this.#state !== "stopped") this.#post({ kind: "answer", id: message.id, error: info });
+    }
+  }
+}

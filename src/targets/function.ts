@@ -1,0 +1,70 @@
+/**
+ * The function target: an HTTP request calls a function (a plugin's, a
+ * language worker's, a model's) over the bus, and its result is the response.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { Bus } from "../bus/bus.ts";
+import type { FunctionTargetConfig } from "../config/schema.ts";
+import { callFunction, FunctionCallError, parseFunctionRef } from "../functions/call.ts";
+import { encodeBody, type HttpRequestArgs, resultToResponse } from "../functions/http.ts";
+import { jsonError } from "../pipeline/errors.ts";
+import type { GatewayContext, Target } from "../pipeline/stage.ts";
+
+const logger = getLogger(["gateway", "functions"]);
+
+/**
+ * Creates a function target. The function gets an {@link HttpRequestArgs};
+ * its result maps to the response (see `resultToResponse`). A failed call
+ * answers with the error's status (500 for the function's own errors, 503
+ * when nothing serves it or it is overloaded, 504 past the timeout); the
+ * traceback goes to the log, not to the client.
+ *
+ * @example
+ * ```ts
+ * import { createFunctionTarget } from "./function.ts";
+ * import { Bus } from "../bus/bus.ts";
+ * const target = createFunctionTarget({ name: "worker:orders.create", timeout: 30_000 }, new Bus());
+ * ```
+ */
+export function createFunctionTarget(config: FunctionTargetConfig, bus: Bus): Target {
+  const ref = parseFunctionRef(config.name);
+  return async (c: GatewayContext): Promise<Response> => {
+    const request = c.req.raw;
+    const url = new URL(request.url);
+    const bytes = request.body ? new Uint8Array(await request.arrayBuffer()) : new Uint8Array();
+    const args: HttpRequestArgs = {
+      method: request.method,
+      path: url.pathname,
+      url: request.url,
+      params: c.req.param() as Record<string, string>,
+      query: Object.fromEntries(url.searchParams),
+      headers: Object.fromEntries(request.headers),
+      ...encodeBody(bytes, request.headers.get("content-type") ?? undefined),
+      clientIp: c.env.clientIp,
+      requestId: c.env.requestId,
+    };
+    try {
+      const result = await callFunction(bus, ref, args, {
+        source: { listener: c.env.route.listener, protocol: "http" },
+        timeout: config.timeout,
+        meta: { requestId: c.env.requestId },
+      });
+      return resultToResponse(result);
+    } catch (error) {
+      const failure = error instanceof FunctionCallError
+        ? error
+        : new FunctionCallError({ type: "bad_result", message: (error as Error).message });
+      logger.warn("{function} failed for request {requestId}: {type}: {message}{traceback}", {
+        function: config.name,
+        requestId: c.env.requestId,
+        type: failure.type,
+        message: failure.message,
+        traceback: failure.traceback ? `\n${failure.traceback}` : "",
+      });
+      return jsonError(failure.status, failure.type, failure.message, c.env.requestId);
+    }
+  };
+}

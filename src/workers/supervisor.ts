@@ -1,0 +1,252 @@
+/**
+ * The `workers` module: language workers from the config's `workers`
+ * section, reloaded atomically with the rest of the config (new and changed
+ * workers are started beside the running ones and must all say hello before
+ * the change is committed; removed and replaced ones are then stopped
+ * gracefully). One Unix socket serves every worker; each connection names
+ * its worker and instance in its `hello`. Admin endpoints: `GET /workers`,
+ * `GET /workers/:name`, `POST /workers/:name/restart` (rolling).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { getLogger } from "@logtape/logtape";
+import type { Hono } from "hono";
+import type { Bus } from "../bus/bus.ts";
+import type { GatewayConfig } from "../config/schema.ts";
+import { claimSocketPath } from "../listeners/unix_socket.ts";
+import type { GatewayModule, ModuleChange } from "../module.ts";
+import type { MetricsRegistry } from "../observability/metrics.ts";
+import { jsonError } from "../pipeline/errors.ts";
+import { WorkerConnection } from "./connection.ts";
+import { WorkerMetrics } from "./metrics.ts";
+import { parseHello } from "./protocol.ts";
+import { LanguageWorker } from "./worker.ts";
+
+const logger = getLogger(["gateway", "workers"]);
+/** sun_path holds 108 bytes on Linux, including the terminating NUL. */
+const SUN_PATH_MAX = 107;
+/** Frames before a `hello` are small; this bounds what an unknown peer can make us buffer. */
+const HELLO_MAX_FRAME = 1024 * 1024;
+const HELLO_TIMEOUT_MS = 10_000;
+
+/**
+ * The socket path for a data directory: `<dataDir>/workers.sock`, or one in
+ * the temporary directory when that is longer than a Unix socket path may be.
+ *
+ * @example
+ * ```ts
+ * import { workerSocketPath } from "./supervisor.ts";
+ * workerSocketPath("/var/lib/gateway"); // "/var/lib/gateway/workers.sock"
+ * ```
+ */
+export function workerSocketPath(dataDir: string): string {
+  const path = join(dataDir, "workers.sock");
+  if (new TextEncoder().encode(path).length <= SUN_PATH_MAX) return path;
+  return join(Deno.env.get("TMPDIR") ?? "/tmp", `gateway-${Deno.pid}-workers.sock`);
+}
+
+/**
+ * Supervises the configured language workers.
+ *
+ * @example
+ * ```ts
+ * import { Bus } from "../bus/bus.ts";
+ * import { GatewayConfig } from "../config/schema.ts";
+ * import { MetricsRegistry } from "../observability/metrics.ts";
+ * import { WorkerSupervisor } from "./supervisor.ts";
+ * const supervisor = new WorkerSupervisor(new Bus(), new MetricsRegistry());
+ * const change = await supervisor.prepare(GatewayConfig.parse({
+ *   storage: { dataDir: "/tmp/gw" },
+ *   workers: [{ name: "echo", command: ["python3", "examples/workers/python/worker.py"] }],
+ * }));
+ * await change.commit();
+ * await supervisor.stop();
+ * ```
+ */
+export class WorkerSupervisor implements GatewayModule {
+  readonly name = "workers";
+  readonly #bus: Bus;
+  readonly #metrics: WorkerMetrics;
+  /** The committed workers by name. */
+  #workers = new Map<string, LanguageWorker>();
+  /** Every worker with live instances: committed, being prepared, or draining after a reload. */
+  readonly #all = new Set<LanguageWorker>();
+  readonly #retiring = new Set<Promise<void>>();
+  #listener?: Deno.Listener;
+  #socketPath?: string;
+  #stopped?: Promise<void>;
+
+  constructor(bus: Bus, registry: MetricsRegistry) {
+    this.#bus = bus;
+    this.#metrics = new WorkerMetrics(registry);
+    registry.collect(() => {
+      this.#metrics.inFlight.reset();
+      for (const worker of this.#workers.values()) {
+        this.#metrics.inFlight.labels({ worker: worker.name }).set(worker.inFlight);
+      }
+    });
+  }
+
+  /** A committed worker by name. */
+  worker(name: string): LanguageWorker | undefined {
+    return this.#workers.get(name);
+  }
+
+  /**
+   * Starts the workers that are new or whose config changed (beside the
+   * running ones) and waits for every instance's hello. Throws, with every
+   * problem naming its `workers[i]` entry, when one cannot start; what it
+   * started is stopped again then.
+   */
+  async prepare(config: GatewayConfig): Promise<ModuleChange> {
+    if (this.#stopped) throw new Error("the workers module is stopped");
+    const next = new Map<string, LanguageWorker>();
+    const started: LanguageWorker[] = [];
+    if (config.workers.length > 0) await this.#listen(config.storage.dataDir);
+    for (const [i, entry] of config.workers.entries()) {
+      const current = this.#workers.get(entry.name);
+      if (current && current.key === JSON.stringify(entry) && current.state !== "failed") {
+        next.set(entry.name, current);
+        continue;
+      }
+      const worker = new LanguageWorker(entry, `workers[${i}]`, {
+        bus: this.#bus,
+        socketPath: this.#socketPath!,
+        metrics: this.#metrics.of(entry.name),
+      });
+      started.push(worker);
+      next.set(entry.name, worker);
+      this.#all.add(worker);
+    }
+    const discard = async () => {
+      await Promise.all(started.map((worker) => worker.stop()));
+      for (const worker of started) this.#all.delete(worker);
+    };
+    const outcomes = await Promise.allSettled(started.map((worker) => worker.start()));
+    const problems = outcomes.flatMap((outcome) =>
+      outcome.status === "rejected" ? [(outcome.reason as Error).message] : []
+    );
+    if (problems.length > 0) {
+      await discard();
+      throw new Error(problems.join("\n"));
+    }
+    return {
+      commit: () => {
+        const previous = this.#workers;
+        this.#workers = next;
+        const replaced = [...previous.values()].filter((worker) =>
+          next.get(worker.name) !== worker
+        );
+        for (const worker of replaced) worker.unserve();
+        for (const worker of started) worker.serve();
+        for (const worker of replaced) this.#retire(worker);
+      },
+      abort: discard,
+    };
+  }
+
+  /** Stops every worker gracefully and closes the socket. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopped ??= (async () => {
+      for (const worker of this.#workers.values()) this.#retire(worker);
+      this.#workers = new Map();
+      await Promise.all([...this.#all].map((worker) => worker.stop()));
+      await Promise.all(this.#retiring);
+      try {
+        this.#listener?.close();
+      } catch { /* closed */ }
+      if (this.#socketPath) await Deno.remove(this.#socketPath).catch(() => {});
+    })();
+    return this.#stopped;
+  }
+
+  /** Every committed worker with its instances. */
+  status(): Record<string, unknown> {
+    return {
+      socket: this.#socketPath ?? null,
+      workers: [...this.#workers.values()].map((worker) => worker.status()),
+    };
+  }
+
+  /** `GET /workers`, `GET /workers/:name`, `POST /workers/:name/restart`. */
+  admin(app: Hono): void {
+    app.get("/workers", (c) => c.json(this.status()));
+    app.get("/workers/:name", (c) => {
+      const worker = this.#workers.get(c.req.param("name"));
+      return worker ? c.json(worker.status()) : unknownWorker(c.req.param("name"));
+    });
+    app.post("/workers/:name/restart", async (c) => {
+      const worker = this.#workers.get(c.req.param("name"));
+      if (!worker) return unknownWorker(c.req.param("name"));
+      try {
+        await worker.restart();
+      } catch (error) {
+        return jsonError(500, "restart_failed", (error as Error).message);
+      }
+      return c.json({ status: "restarted", worker: worker.status() });
+    });
+  }
+
+  #retire(worker: LanguageWorker): void {
+    const stopping = worker.stop().finally(() => {
+      this.#all.delete(worker);
+      this.#retiring.delete(stopping);
+    });
+    this.#retiring.add(stopping);
+  }
+
+  async #listen(dataDir: string): Promise<void> {
+    if (this.#listener) return;
+    const path = workerSocketPath(dataDir);
+    await Deno.mkdir(join(path, ".."), { recursive: true });
+    await claimSocketPath(path, "workers socket");
+    this.#listener = Deno.listen({ transport: "unix", path });
+    await Deno.chmod(path, 0o600);
+    this.#socketPath = path;
+    logger.info("workers connect to {path}", { path });
+    (async () => {
+      for await (const conn of this.#listener!) this.#accept(conn);
+    })().catch(() => {/* closed */});
+  }
+
+  /** Waits for a connection's hello and hands it to the instance it names. */
+  #accept(conn: Deno.Conn): void {
+    const connection = new WorkerConnection(conn, HELLO_MAX_FRAME);
+    const refuse = (message: string) => {
+      logger.warning("workers socket: refused a connection: {message}", { message });
+      connection.send({ type: "error", message });
+      connection.end(message);
+    };
+    const timer = setTimeout(
+      () => refuse(`no hello within ${HELLO_TIMEOUT_MS} ms`),
+      HELLO_TIMEOUT_MS,
+    );
+    connection.closed.then(() => clearTimeout(timer));
+    connection.handler = (frame) => {
+      clearTimeout(timer);
+      connection.handler = () => {};
+      let hello;
+      try {
+        hello = parseHello(frame);
+      } catch (error) {
+        refuse((error as Error).message);
+        return;
+      }
+      for (const worker of this.#all) {
+        if (worker.name !== hello.worker) continue;
+        const instance = worker.claim(hello);
+        if (!instance) continue;
+        connection.maxFrame = worker.config.maxFrame;
+        worker.attach(instance, connection, hello);
+        return;
+      }
+      refuse(`no instance ${hello.instance} of worker "${hello.worker}" is waiting for a hello`);
+    };
+  }
+}
+
+function unknownWorker(name: string): Response {
+  return jsonError(404, "unknown_worker", `no worker is named "${name}"`);
+}

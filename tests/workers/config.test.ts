@@ -1,0 +1,71 @@
+import { join } from "node:path";
+import { ConfigError, loadConfig } from "../../src/config/load.ts";
+import { assertEquals } from "../helpers/assert.ts";
+
+async function load(workers: unknown, env: Record<string, string> = {}) {
+  const dir = await Deno.makeTempDir({ prefix: "workers-config-" });
+  try {
+    const file = join(dir, "config.json");
+    await Deno.writeTextFile(file, JSON.stringify({ workers }));
+    return { dir, loaded: await loadConfig(file, (name) => env[name]) };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function problems(workers: unknown): Promise<string[]> {
+  try {
+    await load(workers);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems.map((p) => p.replace(/^.*?: /, ""));
+    throw error;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+Deno.test("a worker entry gets its defaults, units, env secrets and paths relative to the config", async () => {
+  const { dir, loaded } = await load([{
+    name: "orders",
+    command: ["./bin/orders", "serve.py"],
+    cwd: "app",
+    env: { TOKEN: "env:ORDERS_TOKEN" },
+    watch: ["**/*.py"],
+    stopTimeout: "2s",
+    maxFrame: "1MB",
+  }], { ORDERS_TOKEN: "s3cret" });
+  const [worker] = loaded.config.workers;
+  assertEquals(worker, {
+    name: "orders",
+    command: [join(dir, "app", "bin", "orders"), "serve.py"],
+    cwd: join(dir, "app"),
+    env: { TOKEN: "s3cret" },
+    instances: 1,
+    concurrency: 16,
+    watch: [join(dir, "app", "**/*.py")],
+    restart: "always",
+    startTimeout: 10_000,
+    stopTimeout: 2000,
+    heartbeat: 5000,
+    maxFrame: 1_048_576,
+    queue: 1024,
+  });
+  const { loaded: plain } = await load([{ name: "py", command: ["python3", "w.py"] }]);
+  assertEquals(plain.config.workers[0].command, ["python3", "w.py"]);
+});
+
+Deno.test("bad worker entries are refused with their config path", async () => {
+  assertEquals(
+    await problems([
+      { name: "a.b", command: ["x"] },
+      { name: "ok", command: [] },
+      { name: "ok", command: ["x"], restart: "sometimes", instances: 0 },
+    ]),
+    [
+      "workers[0].name: worker names use letters, digits, '_' and '-'",
+      "workers[1].command: Too small: expected array to have >=1 items",
+      "workers[2].instances: Too small: expected number to be >=1",
+      'workers[2].restart: Invalid option: expected one of "always"|"on-failure"|"never"',
+      'workers[2].name: worker "ok" is already defined by workers[1]',
+    ],
+  );
+});

@@ -1,0 +1,77 @@
+/**
+ * Workers in the real gateway process: an HTTP route calls a Python worker's
+ * function, the admin API and `gateway status` list the instances, and
+ * `gateway run` refuses to start when a worker's command is missing.
+ */
+
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
+import { ADMIN_TOKEN, freePort, gatewayArgv, startGateway } from "../helpers/gateway.ts";
+import { EXAMPLES } from "./harness.ts";
+
+Deno.test("an HTTP route calls a Python worker's function; /workers and `gateway status` list it", async () => {
+  const port = freePort();
+  await using gw = await startGateway({
+    listeners: { web: { type: "http", port } },
+    routes: [
+      { match: { path: "/hello" }, target: { function: { name: "worker:python.hello" } } },
+      { match: { path: "/fail" }, target: { function: { name: "python.fail" } } },
+    ],
+    workers: [{ name: "python", command: EXAMPLES.python, instances: 2 }],
+  });
+  const response = await fetch(`http://127.0.0.1:${port}/hello?name=Ada`);
+  assertEquals(response.status, 200);
+  const body = await response.json();
+  assertEquals(body.hello, "Ada");
+  assertMatch(body.from, /^python worker python\[[01]\] pid \d+$/);
+
+  // The worker's stdout lines and its log messages are in the gateway's log, tagged.
+  const printed = JSON.parse(await gw.waitForLine(/example worker python\[0\] starting/));
+  assertEquals([printed.properties.worker, printed.properties.instance], ["python", 0]);
+  const logged = JSON.parse(await gw.waitForLine(/said hello/));
+  assertEquals([logged.level, logged.properties.name, logged.properties.worker], [
+    "INFO",
+    "Ada",
+    "python",
+  ]);
+
+  const failed = await fetch(`http://127.0.0.1:${port}/fail`);
+  assertEquals(failed.status, 500);
+  assertStringIncludes(await failed.text(), "ValueError");
+
+  const workers = await (await gw.admin("/workers")).json();
+  const [python] = workers.workers;
+  assertEquals([python.name, python.state, python.instances.length], ["python", "running", 2]);
+  assert(python.instances.every((instance: { pid: number }) => instance.pid > 0));
+  assertEquals(python.instances.reduce((n: number, i: { calls: number }) => n + i.calls, 0), 2);
+
+  const [cmd, ...args] = gatewayArgv();
+  const status = await new Deno.Command(cmd, {
+    args: [...args, "status", "--admin", gw.adminUrl, "--token", ADMIN_TOKEN],
+    stdin: "null",
+  }).output();
+  assertEquals(status.code, 0);
+  const shown = JSON.parse(new TextDecoder().decode(status.stdout));
+  assertEquals(
+    shown.workers.workers[0].instances.map((i: { pid: number }) => i.pid),
+    python.instances.map((i: { pid: number }) => i.pid),
+  );
+
+  const metrics = await (await gw.admin("/metrics")).text();
+  assertMatch(metrics, /gateway_worker_calls_total\{worker="python"\} 2/);
+  assertMatch(metrics, /gateway_worker_errors_total\{worker="python"\} 1/);
+});
+
+Deno.test("`gateway run` exits non-zero naming the worker whose command is missing", async () => {
+  const gw = await startGateway({
+    workers: [{ name: "orders", command: [join("bin", "orders-worker")] }],
+  }, { noWait: true });
+  const status = await gw.exited();
+  await gw.stop();
+  assertEquals(status.code, 1);
+  assertMatch(
+    gw.output,
+    /workers\[0\]\.command: cannot start \[".*\/bin\/orders-worker"\]: ".*\/bin\/orders-worker" was not found/,
+  );
+  assertStringIncludes(gw.output, "gateway: not started");
+});
