@@ -26,8 +26,10 @@ import type { GatewayModule, ModuleChange } from "../module.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
 import { Acl } from "./acl.ts";
 import { Authenticator } from "./auth.ts";
-import { Bridge } from "./bridge.ts";
-import { type BrokerCounters, MqttBroker, type MqttStream, type StreamOrigin } from "./broker.ts";
+// aedes and mqtt.js are loaded when a config first asks for the broker or a bridge, so a gateway
+// without MQTT does not carry them (about 10 MiB of RSS).
+import type { Bridge } from "./bridge.ts";
+import type { BrokerCounters, MqttBroker, MqttStream, StreamOrigin } from "./broker.ts";
 import { BusBridge } from "./bus_bridge.ts";
 import type { MqttConfig, MqttListenerConfig } from "./config.ts";
 import { MqttListener } from "./listener.ts";
@@ -190,6 +192,7 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
         forwarders: [] as Bridge[],
       };
       if (!this.#broker) {
+        const { MqttBroker } = await import("./broker.ts");
         created.broker = await MqttBroker.create(policy, this.connections, this.#counters, mqtt);
         this.#broker = created.broker;
         this.#link = new BusBridge(this.bus, created.broker);
@@ -241,6 +244,7 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
           });
           this.#queues.set(queueKey, queue);
         }
+        const { Bridge } = await import("./bridge.ts");
         const bridge = new Bridge(name, bridgeConfig, {
           queue,
           publishLocal: (message) => this.#link?.fromBridge(name, message),
