@@ -76,6 +76,17 @@ export interface WorkerOptions {
 /**
  * A call made with {@link Worker.call} failed; `type` says how (`timeout`, the
  * callee's error class, ...).
+ *
+ * @example
+ * ```ts
+ * import { CallError, Worker } from "./worker.ts";
+ * const worker = new Worker();
+ * try {
+ *   await worker.call("php.tax", { amount: 10 });
+ * } catch (error) {
+ *   if (error instanceof CallError && error.type === "timeout") console.log("too slow");
+ * }
+ * ```
  */
 export class CallError extends Error {
   readonly type: string;
@@ -97,7 +108,17 @@ interface Waiting {
   timer: ReturnType<typeof setTimeout>;
 }
 
-/** A language worker: register with `function`/`subscribe`, then `run()`. */
+/**
+ * A language worker: register with `function`/`subscribe`, then `run()`.
+ *
+ * @example
+ * ```ts
+ * import { Worker } from "./worker.ts";
+ * const worker = new Worker();
+ * worker.function("echo", (args) => args);
+ * await worker.run(); // until the gateway says stop, or SIGTERM
+ * ```
+ */
 export class Worker {
   readonly name: string;
   readonly instance: number;

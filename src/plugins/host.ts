@@ -38,7 +38,18 @@ export interface PluginProblem {
   time: string;
 }
 
-/** One plugin by name, across its versions. */
+/**
+ * One plugin by name, across its versions: the active one, its source, and
+ * the counts and timings `GET /plugins` shows.
+ *
+ * @example
+ * ```ts
+ * import { PluginSlot } from "./host.ts";
+ * const slot = new PluginSlot("stamp");
+ * slot.record(0.4, false);
+ * slot.quantile(0.5); // 0.4
+ * ```
+ */
 export class PluginSlot {
   /** The version serving hooks and calls; absent while none loaded. */
   active?: PluginSandbox;

@@ -28,7 +28,17 @@ export interface SandboxServices {
   notify(sandbox: PluginSandbox, message: RuntimeMessage): void;
 }
 
-/** A plugin error that crossed the Worker boundary, or a deadline the sandbox enforced. */
+/**
+ * A plugin error that crossed the Worker boundary, or a deadline the sandbox
+ * enforced; `kind` says which (`threw`, `timeout`, `gone`).
+ *
+ * @example
+ * ```ts
+ * import { PluginError } from "./sandbox.ts";
+ * const error = new PluginError({ type: "TypeError", message: "x is undefined", at: "/p/a.ts:3:9" }, "threw");
+ * error.message; // "x is undefined (at /p/a.ts:3:9)"
+ * ```
+ */
 export class PluginError extends Error {
   constructor(
     readonly info: PluginErrorInfo,
