@@ -85,6 +85,38 @@ Deno.test("plugins: hooks run by priority, onResponse in reverse, and a function
   assertEquals(res.headers.get("x-resp"), "low,high");
 });
 
+Deno.test("plugins: global, listener and route chains apply where they are named", async () => {
+  const [front, back] = [freePort(), freePort()];
+  await using _gw = await startGateway({
+    listeners: {
+      front: { type: "http", port: front, plugins: ["mid"] },
+      back: { type: "http", port: back },
+    },
+    plugins: { global: ["low"] },
+    routes: [
+      { match: { path: "/plain" }, target: { function: { name: "echo.request" } } },
+      {
+        match: { path: "/all" },
+        plugins: ["high"],
+        target: { function: { name: "echo.request" } },
+      },
+    ],
+  }, {
+    files: {
+      "plugins/low.ts": orderPlugin("low", 1),
+      "plugins/mid.ts": orderPlugin("mid", 5),
+      "plugins/high.ts": orderPlugin("high", 10),
+      "plugins/echo.ts": ECHO,
+    },
+  });
+  const order = async (port: number, path: string) =>
+    (await (await fetch(`http://127.0.0.1:${port}${path}`)).json()).order;
+  assertEquals(await order(front, "/plain"), "mid,low");
+  assertEquals(await order(front, "/all"), "high,mid,low");
+  assertEquals(await order(back, "/plain"), "low");
+  assertEquals(await order(back, "/all"), "high,low");
+});
+
 Deno.test("plugins: onRequest answers instead of the target, and rewrites request and response bodies", async () => {
   const port = freePort();
   const rewrite = `export default {
