@@ -14,9 +14,9 @@ import { Batcher } from "./batcher.ts";
 import { hashInputs, LruCache } from "./cache.ts";
 import { type JsonTensor, parseInputs, type Tensor, tensorToJson } from "./tensor.ts";
 import type { ModelMetrics } from "./metrics.ts";
+import { LatencyWindow } from "../observability/latency.ts";
 
 const logger = getLogger(["gateway", "models"]);
-const KEPT_DURATIONS = 1024;
 
 /** A model's answer: its outputs as JSON tensors. */
 export interface InferAnswer {
@@ -53,8 +53,8 @@ export class ServedModel {
   #loaded?: Promise<LoadedModel>;
   #signature?: LoadedModel;
   #error?: string;
-  #runs = 0;
-  readonly #durations: number[] = [];
+  /** Durations of the successful runs. */
+  readonly #durations = new LatencyWindow();
   readonly #cache?: LruCache<Record<string, Tensor>>;
   readonly #batcher?: Batcher;
 
@@ -142,9 +142,7 @@ export class ServedModel {
       throw error;
     }
     const ms = performance.now() - started;
-    this.#runs++;
-    this.#durations.push(ms);
-    if (this.#durations.length > KEPT_DURATIONS) this.#durations.shift();
+    this.#durations.add(ms);
     this.metrics.runs.labels({ ...labels, result: "ok" }).inc();
     this.metrics.duration.labels(labels).observe(ms / 1000);
     if (key) this.#cache!.set(key, outputs);
@@ -153,11 +151,6 @@ export class ServedModel {
 
   /** What `GET /models` shows. */
   status(): ModelStatus {
-    const sorted = this.#durations.toSorted((a, b) => a - b);
-    const quantile = (q: number) =>
-      sorted.length
-        ? round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))])
-        : null;
     return {
       name: this.config.name,
       ...(this.config.description ? { description: this.config.description } : {}),
@@ -177,9 +170,9 @@ export class ServedModel {
           loadMs: round(this.#signature.loadMs),
         }
         : {}),
-      runs: this.#runs,
-      p50Ms: quantile(0.5),
-      p99Ms: quantile(0.99),
+      runs: this.#durations.total,
+      p50Ms: this.#durations.quantile(0.5),
+      p99Ms: this.#durations.quantile(0.99),
     };
   }
 }

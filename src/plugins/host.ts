@@ -25,10 +25,10 @@ import type { PluginGrantConfig, PluginsConfig } from "./config.ts";
 import { discoverPlugins, type PluginSource } from "./discover.ts";
 import type { AskMessage, PluginErrorInfo, RuntimeMessage } from "./messages.ts";
 import { planPermissions } from "./permissions.ts";
+import { LatencyWindow } from "../observability/latency.ts";
 import { PluginError, PluginSandbox, type SandboxServices } from "./sandbox.ts";
 
 const logger = getLogger(["gateway", "plugins"]);
-const SAMPLES = 1024;
 
 /** The latest problem of a plugin, as the admin API shows it. */
 export interface PluginProblem {
@@ -47,7 +47,7 @@ export interface PluginProblem {
  * import { PluginSlot } from "./host.ts";
  * const slot = new PluginSlot("stamp");
  * slot.record(0.4, false);
- * slot.quantile(0.5); // 0.4
+ * slot.durations.quantile(0.5); // 0.4
  * ```
  */
 export class PluginSlot {
@@ -64,9 +64,8 @@ export class PluginSlot {
   consecutiveFailures = 0;
   /** Set while a new worker replaces a failed one; work waits for it rather than failing. */
   restarting?: Promise<void>;
-  /** Recent hook and call durations in ms, a ring of {@link SAMPLES}. */
-  readonly durations = new Float64Array(SAMPLES);
-  samples = 0;
+  /** Recent hook and call durations in ms. */
+  readonly durations = new LatencyWindow();
   functions?: Subscription;
 
   constructor(readonly name: string) {}
@@ -74,21 +73,13 @@ export class PluginSlot {
   /** Records the outcome of one hook or call. */
   record(ms: number, failed: boolean): void {
     this.calls++;
-    this.durations[this.samples++ % SAMPLES] = ms;
+    this.durations.add(ms);
     if (failed) {
       this.errors++;
       this.consecutiveFailures++;
     } else {
       this.consecutiveFailures = 0;
     }
-  }
-
-  /** The `q` quantile (0..1) of recent durations in ms, or null before any. */
-  quantile(q: number): number | null {
-    const n = Math.min(this.samples, SAMPLES);
-    if (n === 0) return null;
-    const sorted = this.durations.slice(0, n).sort();
-    return Math.round(sorted[Math.min(n - 1, Math.floor(q * n))] * 1000) / 1000;
   }
 }
 
@@ -368,8 +359,8 @@ export class PluginHost implements GatewayModule {
       errors: slot.errors,
       restarts: slot.restarts,
       inFlight: slot.active?.inFlight ?? 0,
-      p50Ms: slot.quantile(0.5),
-      p99Ms: slot.quantile(0.99),
+      p50Ms: slot.durations.quantile(0.5),
+      p99Ms: slot.durations.quantile(0.99),
       lastError: slot.lastError ?? null,
     };
   }

@@ -15,7 +15,7 @@ import { callFunction, errorBody, FunctionCallError, parseFunctionRef } from "..
 import type { WorkerConfig } from "./config.ts";
 import type { WorkerConnection } from "./connection.ts";
 import type { FrameMessage } from "./frame.ts";
-import { LatencyWindow } from "./latency.ts";
+import { LatencyWindow } from "../observability/latency.ts";
 import type { WorkerMetricValues } from "./metrics.ts";
 import type { PoolMember } from "./pool.ts";
 import {
