@@ -22,6 +22,7 @@ import { callFunction } from "../src/functions/call.ts";
 import { MetricsRegistry } from "../src/observability/metrics.ts";
 import { encodeFrame, FrameDecoder } from "../src/workers/frame.ts";
 import { WorkerSupervisor } from "../src/workers/supervisor.ts";
+import { nodeBundle } from "../tests/workers/harness.ts";
 
 const SECONDS = Number(Deno.env.get("BENCH_SECONDS") ?? 3);
 const WARMUP_MS = 500;
@@ -154,26 +155,8 @@ async function startRaw(language: keyof typeof RAW_SERVERS, node: string) {
   };
 }
 
-/** Bundles the Node example worker into JavaScript that Node 20 runs. */
-async function bundleNodeWorker(dir: string): Promise<string> {
-  const out = join(dir, "worker.mjs");
-  const { success } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "bundle",
-      "--platform",
-      "deno",
-      "-o",
-      out,
-      join(ROOT, "examples/workers/node/worker.ts"),
-    ],
-    stdout: "null",
-  }).output();
-  if (!success) throw new Error("deno bundle of the Node worker failed");
-  return out;
-}
-
 const dataDir = await Deno.makeTempDir({ prefix: "bench-workers-" });
-const nodeWorker = await bundleNodeWorker(dataDir);
+const nodeWorker = await nodeBundle();
 const metrics = new MetricsRegistry();
 const bus = new Bus(metrics);
 const supervisor = new WorkerSupervisor(bus, metrics);
