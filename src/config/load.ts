@@ -8,7 +8,7 @@
  * @module
  */
 
-import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { resolveMqttPaths } from "../mqtt/config.ts";
 import { resolveModelPaths } from "../models/config.ts";
 import { GatewayConfig } from "./schema.ts";
@@ -137,6 +137,18 @@ async function checkReadable(path: string, kind: "file" | "directory"): Promise<
   }
 }
 
+/** Whether `program` (a path, or a name looked up in `path`) is an executable file. */
+async function findProgram(program: string, path: string): Promise<boolean> {
+  const candidates = program.includes("/")
+    ? [program]
+    : path.split(":").filter(Boolean).map((dir) => join(dir, program));
+  for (const candidate of candidates) {
+    const info = await Deno.stat(candidate).catch(() => undefined);
+    if (info?.isFile && (info.mode === null || (info.mode & 0o111) !== 0)) return true;
+  }
+  return false;
+}
+
 /**
  * Loads and validates a config file. Throws a {@link ConfigError} listing
  * every problem, each naming the file and the JSON path.
@@ -241,11 +253,21 @@ export async function loadConfig(
   }
   if (config.mqtt) resolveMqttPaths(config.mqtt, dirOf("mqtt"));
   resolveModelPaths(config.models, config.ocr, dirOf("models"), dirOf("ocr"));
-  for (const worker of config.workers) {
+  for (const [i, worker] of config.workers.entries()) {
     worker.cwd = resolve(dirOf("workers"), worker.cwd ?? ".");
     const program = worker.command[0];
     if (program.includes("/")) worker.command[0] = resolve(worker.cwd, program);
     worker.watch = worker.watch.map((glob) => resolve(worker.cwd!, glob));
+    const at = `${fileOf(["workers"])}: workers[${i}]`;
+    const cwdProblem = await checkReadable(worker.cwd, "directory");
+    if (cwdProblem) problems.push(`${at}.cwd: ${cwdProblem}`);
+    else if (!await findProgram(worker.command[0], worker.env.PATH ?? env("PATH") ?? "")) {
+      problems.push(
+        program.includes("/")
+          ? `${at}.command: "${worker.command[0]}" does not exist or is not executable`
+          : `${at}.command: "${program}" was not found on PATH (is it installed?)`,
+      );
+    }
   }
   for (const [i, route] of config.routes.entries()) {
     if (!route.target.static) continue;

@@ -62,16 +62,31 @@ Deno.test("an HTTP route calls a Python worker's function; /workers and `gateway
   assertMatch(metrics, /gateway_worker_errors_total\{worker="python"\} 1/);
 });
 
-Deno.test("`gateway run` exits non-zero naming the worker whose command is missing", async () => {
+Deno.test("`gateway run` and `gateway check` refuse a worker whose command is missing", async () => {
   const gw = await startGateway({
-    workers: [{ name: "orders", command: [join("bin", "orders-worker")] }],
+    workers: [
+      { name: "orders", command: [join("bin", "orders-worker")] },
+      { name: "billing", command: ["no-such-interpreter-here", "billing.py"] },
+    ],
   }, { noWait: true });
+  await using _gw = gw;
   const status = await gw.exited();
-  await gw.stop();
   assertEquals(status.code, 1);
   assertMatch(
     gw.output,
-    /workers\[0\]\.command: cannot start \[".*\/bin\/orders-worker"\]: ".*\/bin\/orders-worker" was not found/,
+    /config\.json: workers\[0\]\.command: ".*\/bin\/orders-worker" does not exist or is not executable/,
+  );
+  assertStringIncludes(
+    gw.output,
+    'config.json: workers[1].command: "no-such-interpreter-here" was not found on PATH',
   );
   assertStringIncludes(gw.output, "gateway: not started");
+  const [cmd, ...args] = gatewayArgv();
+  const check = await new Deno.Command(cmd, {
+    args: [...args, "check", "--config", gw.configFile],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(check.code, 1);
+  assertStringIncludes(new TextDecoder().decode(check.stderr), "workers[1].command");
 });
