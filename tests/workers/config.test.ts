@@ -2,9 +2,18 @@ import { join } from "node:path";
 import { ConfigError, loadConfig } from "../../src/config/load.ts";
 import { assertEquals } from "../helpers/assert.ts";
 
-async function load(workers: unknown, env: Record<string, string> = {}) {
+/** Loads a config of `workers`; `executables` are created (mode 755) under its directory first. */
+async function load(
+  workers: unknown,
+  env: Record<string, string> = {},
+  executables: string[] = [],
+) {
   const dir = await Deno.makeTempDir({ prefix: "workers-config-" });
   try {
+    for (const path of executables) {
+      await Deno.mkdir(join(dir, path, ".."), { recursive: true });
+      await Deno.writeTextFile(join(dir, path), "#!/bin/sh\n", { mode: 0o755 });
+    }
     const file = join(dir, "config.json");
     await Deno.writeTextFile(file, JSON.stringify({ workers }));
     return { dir, loaded: await loadConfig(file, (name) => env[name]) };
@@ -24,15 +33,19 @@ async function problems(workers: unknown): Promise<string[]> {
 }
 
 Deno.test("a worker entry gets its defaults, units, env secrets and paths relative to the config", async () => {
-  const { dir, loaded } = await load([{
-    name: "orders",
-    command: ["./bin/orders", "serve.py"],
-    cwd: "app",
-    env: { TOKEN: "env:ORDERS_TOKEN" },
-    watch: ["**/*.py"],
-    stopTimeout: "2s",
-    maxFrame: "1MB",
-  }], { ORDERS_TOKEN: "s3cret" });
+  const { dir, loaded } = await load(
+    [{
+      name: "orders",
+      command: ["./bin/orders", "serve.py"],
+      cwd: "app",
+      env: { TOKEN: "env:ORDERS_TOKEN" },
+      watch: ["**/*.py"],
+      stopTimeout: "2s",
+      maxFrame: "1MB",
+    }],
+    { ORDERS_TOKEN: "s3cret", PATH: "/usr/bin:/bin" },
+    ["app/bin/orders"],
+  );
   const [worker] = loaded.config.workers;
   assertEquals(worker, {
     name: "orders",
@@ -49,7 +62,9 @@ Deno.test("a worker entry gets its defaults, units, env secrets and paths relati
     maxFrame: 1_048_576,
     queue: 1024,
   });
-  const { loaded: plain } = await load([{ name: "py", command: ["python3", "w.py"] }]);
+  const { loaded: plain } = await load([{ name: "py", command: ["python3", "w.py"] }], {
+    PATH: Deno.env.get("PATH")!,
+  });
   assertEquals(plain.config.workers[0].command, ["python3", "w.py"]);
 });
 
