@@ -1,7 +1,8 @@
 /**
  * The embedded MQTT 3.1.1 broker: one `aedes` instance for the life of the
- * module (sessions, retained messages and subscriptions survive reloads),
- * fed byte streams by the TCP/TLS listeners and the WebSocket route target.
+ * module (sessions, retained messages and subscriptions survive reloads, and
+ * restarts through its {@link KvPersistence}), fed byte streams by the
+ * TCP/TLS listeners and the WebSocket route target.
  *
  * - Every stream is admitted by the connection manager (protocol `mqtt`),
  *   which enforces its listener's limits and can close it; its bytes are
@@ -30,6 +31,7 @@ import type { Acl } from "./acl.ts";
 import type { Authenticator } from "./auth.ts";
 import type { OutboundMessage } from "./queue.ts";
 import { QueueFullError } from "./queue.ts";
+import type { KvPersistence } from "./persistence.ts";
 
 const logger = getLogger(["gateway", "mqtt", "broker"]);
 /** Milliseconds between samples of the streams' byte counts. */
@@ -95,6 +97,7 @@ function badCredentials(): AuthenticateError {
  * import { Acl } from "./acl.ts";
  * import { Authenticator } from "./auth.ts";
  * import { MqttBroker } from "./broker.ts";
+ * import { KvPersistence } from "./persistence.ts";
  *
  * const metrics = new MetricsRegistry();
  * const connections = new ConnectionManager(new Bus(metrics), metrics);
@@ -104,7 +107,15 @@ function badCredentials(): AuthenticateError {
  *   messagesOut: metrics.counter("out", "out").labels(),
  *   denied: () => metrics.counter("denied", "denied").labels(),
  *   refused: metrics.counter("refused", "refused").labels(),
- * }, { connectTimeout: 30_000, keepaliveLimit: 0, maxClientIdLength: 256 });
+ * }, {
+ *   connectTimeout: 30_000,
+ *   keepaliveLimit: 0,
+ *   maxClientIdLength: 256,
+ *   persistence: new KvPersistence(await Deno.openKv(":memory:"), {
+ *     maxQueuedMessages: 1000,
+ *     maxRetained: 10_000,
+ *   }),
+ * });
  * await broker.close();
  * ```
  */
@@ -113,7 +124,7 @@ export class MqttBroker {
   policy: BrokerPolicy;
   readonly #connections: ConnectionManager;
   readonly #tracked = new Map<Duplex, Tracked>();
-  readonly #retained = new Set<string>();
+  readonly #persistence: KvPersistence;
   #sampler?: ReturnType<typeof setInterval>;
 
   private constructor(
@@ -121,8 +132,10 @@ export class MqttBroker {
     policy: BrokerPolicy,
     connections: ConnectionManager,
     counters: BrokerCounters,
+    persistence: KvPersistence,
   ) {
     this.aedes = aedes;
+    this.#persistence = persistence;
     this.policy = policy;
     this.#connections = connections;
     aedes.authenticate = (client, username, password, done) => {
@@ -179,11 +192,7 @@ export class MqttBroker {
       this.#connectionOf(client)?.sent(0, 1);
       return packet;
     };
-    aedes.on("publish", (packet, client) => {
-      if (packet.retain) {
-        if (packet.payload.length === 0) this.#retained.delete(packet.topic);
-        else this.#retained.add(packet.topic);
-      }
+    aedes.on("publish", (_packet, client) => {
       if (client) {
         counters.messagesIn.inc();
         this.#connectionOf(client)?.received(0, 1);
@@ -200,26 +209,32 @@ export class MqttBroker {
     });
   }
 
-  /** Starts a broker with `policy`. */
+  /** Starts a broker with `policy`, once `persistence` has loaded the stored sessions. */
   static async create(
     policy: BrokerPolicy,
     connections: ConnectionManager,
     counters: BrokerCounters,
-    options: { connectTimeout: number; keepaliveLimit: number; maxClientIdLength: number },
+    options: {
+      connectTimeout: number;
+      keepaliveLimit: number;
+      maxClientIdLength: number;
+      persistence: KvPersistence;
+    },
   ): Promise<MqttBroker> {
     const aedes = await Aedes.createBroker({
+      persistence: options.persistence,
       connectTimeout: options.connectTimeout,
       keepaliveLimit: options.keepaliveLimit,
       maxClientsIdLength: options.maxClientIdLength,
       // Slow subscribers are disconnected by their keepalive, not by a drain timer.
       drainTimeout: 0,
     });
-    return new MqttBroker(aedes, policy, connections, counters);
+    return new MqttBroker(aedes, policy, connections, counters, options.persistence);
   }
 
   /** Topics holding a retained message. */
   get retainedCount(): number {
-    return this.#retained.size;
+    return this.#persistence.retainedCount;
   }
 
   /** The connection that carries `client`, when the client is connected through one. */
@@ -310,11 +325,12 @@ export class MqttBroker {
     }));
   }
 
-  /** Closes every client and the broker. */
-  close(): Promise<void> {
+  /** Closes every client and the broker, then the session store (after its last writes). */
+  async close(): Promise<void> {
     clearInterval(this.#sampler);
     this.#sampler = undefined;
-    return new Promise((resolve) => this.aedes.close(() => resolve()));
+    await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    await this.#persistence.close();
   }
 
   #sample(entry: Tracked): void {

@@ -85,6 +85,16 @@ export const MqttQueueConfig = z.strictObject({
   ),
 });
 
+/** The bounds of what the broker keeps on disk for persistent sessions and retained messages. */
+export const MqttSessionsConfig = z.strictObject({
+  maxQueuedMessages: z.number().int().positive().default(1000).describe(
+    "QoS 1/2 messages kept per offline persistent client; when full its oldest is dropped",
+  ),
+  maxRetained: z.number().int().positive().default(10_000).describe(
+    "topics with a retained message; when full a retained publish on a new topic is not retained",
+  ),
+});
+
 /** A connection to an upstream broker. */
 export const MqttBridgeConfig = z.strictObject({
   url: z.string().regex(/^(mqtts?|wss?):\/\/[^/]+/, "url is mqtt://, mqtts://, ws:// or wss://"),
@@ -132,6 +142,9 @@ export const MqttConfig = z.strictObject({
   ),
   maxClientIdLength: z.number().int().min(1).max(65535).default(256),
   connectTimeout: Duration.default(30_000),
+  sessions: MqttSessionsConfig.prefault({}).describe(
+    "persistent sessions and retained messages, stored in <storage.dataDir>/mqtt-sessions.sqlite3",
+  ),
   bridges: z.record(Name, MqttBridgeConfig).default({}),
 });
 
@@ -153,6 +166,8 @@ export type MqttBridgeConfig = z.output<typeof MqttBridgeConfig>;
 export type MqttBridgeMapping = z.output<typeof MqttBridgeMapping>;
 /** One validated ACL rule. */
 export type MqttAclRule = z.output<typeof MqttAclRule>;
+/** Validated session bounds. */
+export type MqttSessionsConfig = z.output<typeof MqttSessionsConfig>;
 /** Validated queue bounds. */
 export type MqttQueueConfig = z.output<typeof MqttQueueConfig>;
 

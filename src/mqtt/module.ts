@@ -39,6 +39,8 @@ import type { MqttWebSocketHost } from "./websocket_target.ts";
 const logger = getLogger(["gateway", "mqtt"]);
 /** The KV file of the store-and-forward queues, in the data directory. */
 const QUEUE_FILE = "mqtt-queue.sqlite3";
+/** The KV file of persistent sessions and retained messages, in the data directory. */
+const SESSIONS_FILE = "mqtt-sessions.sqlite3";
 
 interface RunningListener {
   key: string;
@@ -84,6 +86,7 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
   readonly #counters: BrokerCounters;
   readonly #bridgeMessages;
   readonly #queueDropped;
+  readonly #sessionsDropped;
 
   constructor(
     readonly bus: Bus,
@@ -118,6 +121,11 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
       "gateway_mqtt_queue_dropped_total",
       "Queued bridge messages dropped: queue full (drop-oldest) or older than maxAge.",
       ["bridge", "reason"],
+    );
+    this.#sessionsDropped = metrics.counter(
+      "gateway_mqtt_sessions_dropped_total",
+      "Messages not kept for sessions: queued for a full offline client, or retained on a new topic beyond maxRetained.",
+      ["what"],
     );
     const clients = metrics.gauge("gateway_mqtt_clients", "Connected MQTT clients.");
     const retained = metrics.gauge("gateway_mqtt_retained", "Topics with a retained message.");
@@ -193,7 +201,19 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
       };
       if (!this.#broker) {
         const { MqttBroker } = await import("./broker.ts");
-        created.broker = await MqttBroker.create(policy, this.connections, this.#counters, mqtt);
+        const { KvPersistence } = await import("./persistence.ts");
+        await Deno.mkdir(config.storage.dataDir, { recursive: true });
+        const kv = await Deno.openKv(join(config.storage.dataDir, SESSIONS_FILE));
+        const persistence = new KvPersistence(kv, mqtt.sessions, (what, count) => {
+          this.#sessionsDropped.labels({ what }).inc(count);
+        });
+        created.broker = await MqttBroker.create(policy, this.connections, this.#counters, {
+          ...mqtt,
+          persistence,
+        }).catch((error) => {
+          kv.close();
+          throw error;
+        });
         this.#broker = created.broker;
         this.#link = new BusBridge(this.bus, created.broker);
       }
