@@ -243,9 +243,9 @@ export const TopicTargetConfig = z.strictObject({
 /** A route that calls a function: a plugin's, a worker's or a model's. */
 export const FunctionTargetConfig = z.strictObject({
   name: z.string().regex(
-    /^(?:(plugin|worker|model):)?[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$/,
-    "a function is 'owner.name' or 'plugin:|worker:|model:owner.name'",
-  ).describe("e.g. 'worker:orders.create' or 'plugin:stamp.sign'"),
+    /^(?:(?:plugin:|worker:)?[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+|model:[A-Za-z0-9_-]+)$/,
+    "a function is 'owner.name', 'plugin:|worker:owner.name' or 'model:name'",
+  ).describe("e.g. 'worker:orders.create', 'plugin:stamp.sign' or 'model:add'"),
   timeout: Duration.default(30_000).describe("504 after this long without a result"),
 });
 

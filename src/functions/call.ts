@@ -27,12 +27,13 @@ export interface FunctionRef {
 }
 
 const NAME = /^[A-Za-z0-9_-]+$/;
-const REF = /^(?:(plugin|worker|model):)?([A-Za-z0-9_-]+)\.([A-Za-z0-9_.-]+)$/;
+const REF = /^(?:(plugin|worker):)?([A-Za-z0-9_-]+)\.([A-Za-z0-9_.-]+)$/;
+const MODEL_REF = /^model:([A-Za-z0-9_-]+)$/;
 
 /**
- * Parses `owner.name` or `kind:owner.name` (kind: plugin, worker, model).
- * The name may itself contain dots (`model:ocr.v2` is owner `ocr`, name `v2`):
- * the owner ends at the first dot. Throws on anything else.
+ * Parses `owner.name`, `plugin:owner.name`, `worker:owner.name` or
+ * `model:name` (the same as `model.name`: models are served by the owner
+ * `model`). The owner ends at the first dot. Throws on anything else.
  *
  * @example
  * ```ts
@@ -42,10 +43,14 @@ const REF = /^(?:(plugin|worker|model):)?([A-Za-z0-9_-]+)\.([A-Za-z0-9_.-]+)$/;
  * ```
  */
 export function parseFunctionRef(ref: string): FunctionRef {
+  const model = MODEL_REF.exec(ref);
+  if (model) {
+    return { kind: "model", owner: "model", name: model[1], topic: `fn/model/${model[1]}` };
+  }
   const match = REF.exec(ref);
   if (!match) {
     throw new Error(
-      `function reference "${ref}" is not "owner.name" or "plugin:|worker:|model:owner.name"`,
+      `function reference "${ref}" is not "owner.name", "plugin:|worker:owner.name" or "model:name"`,
     );
   }
   const [, kind, owner, name] = match;
@@ -225,10 +230,8 @@ export function serveFunction<Args>(
       replyError(reply, { type: "bad_arguments", message: `arguments are not JSON: ${error}` });
       return;
     }
-    (async () => await handler(args as Args, call))().then(
-      (result) => reply(encoder.encode(JSON.stringify(result ?? null))),
-      (error) => replyError(reply, errorBody(error)),
-    );
+    (async () => encoder.encode(JSON.stringify(await handler(args as Args, call) ?? null)))()
+      .then(reply, (error) => replyError(reply, errorBody(error)));
   }, { owner, queueSize: 65536, overflow: "drop-newest" });
 }
 

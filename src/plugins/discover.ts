@@ -6,7 +6,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { isAbsolute, join, relative } from "node:path";
 
 /** A plugin found on disk. */
 export interface PluginSource {
@@ -17,19 +17,41 @@ export interface PluginSource {
   root: string;
   /** SHA-256 (hex, 16 chars) of the plugin's files. */
   hash: string;
+  /**
+   * A symbolic link in the plugin's directory that leads outside it, when
+   * there is one. Such a plugin is not loaded: read permission on its
+   * directory would reach through the link.
+   */
+  escape?: string;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
 
-async function filesUnder(dir: string): Promise<string[]> {
+/** The files under `dir`, and the symbolic links that lead outside `root`. */
+async function filesUnder(
+  dir: string,
+  root: string,
+): Promise<{ files: string[]; escapes: string[] }> {
   const files: string[] = [];
+  const escapes: string[] = [];
   for await (const entry of Deno.readDir(dir)) {
-    if (entry.name.startsWith(".")) continue;
     const path = join(dir, entry.name);
-    if (entry.isDirectory) files.push(...await filesUnder(path));
-    else if (entry.isFile) files.push(path);
+    if (entry.isSymlink) {
+      const target = await Deno.realPath(path).catch(() => undefined);
+      const rel = target === undefined ? "" : relative(root, target);
+      if (target === undefined || rel.startsWith("..") || isAbsolute(rel)) {
+        escapes.push(`${path} -> ${target ?? "(missing)"}`);
+      }
+      continue;
+    }
+    if (entry.name.startsWith(".")) continue;
+    if (entry.isDirectory) {
+      const inner = await filesUnder(path, root);
+      files.push(...inner.files);
+      escapes.push(...inner.escapes);
+    } else if (entry.isFile) files.push(path);
   }
-  return files.sort();
+  return { files: files.sort(), escapes };
 }
 
 async function hashFiles(files: string[], root: string): Promise<string> {
@@ -85,11 +107,13 @@ export async function discoverPlugins(dir: string): Promise<Map<string, PluginSo
         const root = join(dir, entry.name);
         const entryFile = join(root, "mod.ts");
         if (!(await Deno.stat(entryFile).catch(() => undefined))?.isFile) continue;
+        const { files, escapes } = await filesUnder(root, await Deno.realPath(root));
         found.set(entry.name, {
           name: entry.name,
           entry: entryFile,
           root,
-          hash: await hashFiles(await filesUnder(root), root),
+          hash: await hashFiles(files, root),
+          ...(escapes.length > 0 ? { escape: escapes.join(", ") } : {}),
         });
       }
     } catch (error) {

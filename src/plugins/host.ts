@@ -29,6 +29,14 @@ import { LatencyWindow } from "../observability/latency.ts";
 import { PluginError, PluginSandbox, type SandboxServices } from "./sandbox.ts";
 
 const logger = getLogger(["gateway", "plugins"]);
+/** How long a call may take when nothing set a deadline (outside hooks: init, onMessage). */
+const DEFAULT_TIMEOUT = 30_000;
+/** The host's own metrics, which no plugin metric may write to. */
+const HOST_METRICS = new Set([
+  "gateway_plugin_call_seconds",
+  "gateway_plugin_failures_total",
+  "gateway_plugin_loads_total",
+]);
 
 /** The latest problem of a plugin, as the admin API shows it. */
 export interface PluginProblem {
@@ -118,9 +126,19 @@ export class PluginHost implements GatewayModule {
     PluginSandbox,
     Map<number, { filter: string; live?: Subscription }>
   >();
-  readonly #replies = new Map<number, (payload: Uint8Array) => void>();
+  /** Answers owed for bus requests delivered to a sandbox; only that sandbox may give them. */
+  readonly #replies = new Map<
+    number,
+    {
+      sandbox: PluginSandbox;
+      reply: (payload: Uint8Array) => void;
+      timer: ReturnType<typeof setTimeout>;
+    }
+  >();
   #nextReply = 1;
   #config?: PluginsConfig;
+  /** Function owners that are not plugins, from the serving config: workers and `model`. */
+  #taken = new Set<string>(["model"]);
   #dataDir = "";
   #kv?: Promise<Deno.Kv>;
   #watcher?: Deno.FsWatcher;
@@ -129,6 +147,12 @@ export class PluginHost implements GatewayModule {
   readonly #services: SandboxServices = {
     ask: (sandbox, ask) => this.#ask(sandbox, ask),
     notify: (sandbox, message) => this.#notify(sandbox, message),
+    crashed: (sandbox, error) => {
+      const slot = this.#slots.get(sandbox.source.name);
+      if (slot?.active !== sandbox) return;
+      slot.lastError = problemOf(new PluginError(error, "threw"));
+      this.#restart(slot, `an uncaught error ended its worker: ${error.message}`);
+    },
   };
   readonly #hookSeconds;
   readonly #failures;
@@ -165,15 +189,16 @@ export class PluginHost implements GatewayModule {
 
   async prepare(config: GatewayConfig): Promise<ModuleChange> {
     const next = config.plugins;
+    const taken = new Set(["model", ...config.workers.map((worker) => worker.name)]);
     const sources = await discoverPlugins(next.dir);
     const started = new Map<string, { sandbox: PluginSandbox; key: string }>();
     const failed = new Map<string, unknown>();
     await Promise.all([...sources.values()].map(async (source) => {
       const key = versionKey(source, next);
       const slot = this.#slots.get(source.name);
-      if (slot?.active && slot.key === key) return;
+      if (slot?.active && slot.key === key && !taken.has(source.name)) return;
       try {
-        started.set(source.name, { sandbox: await this.#load(source, next), key });
+        started.set(source.name, { sandbox: await this.#load(source, next, taken), key });
       } catch (error) {
         failed.set(source.name, error);
       }
@@ -210,6 +235,7 @@ export class PluginHost implements GatewayModule {
       commit: () => {
         const watchChanged = this.#config?.dir !== next.dir;
         this.#config = next;
+        this.#taken = taken;
         this.#dataDir = config.storage.dataDir;
         for (const [name, slot] of this.#slots) {
           if (!sources.has(name) && slot.active) this.#unload(slot);
@@ -219,6 +245,7 @@ export class PluginHost implements GatewayModule {
         }
         for (const [name, error] of failed) {
           const slot = this.#slotFor(name);
+          if (taken.has(name) && slot.active) this.#unload(slot);
           if (referenced.has(name) || !isSettingsError(error)) {
             this.#loadFailed(slot, error, sources.get(name)!);
           } else {
@@ -365,8 +392,29 @@ export class PluginHost implements GatewayModule {
     };
   }
 
-  /** Starts a sandbox for `source` with exactly the permissions it asks for and is granted. */
-  async #load(source: PluginSource, config: PluginsConfig): Promise<PluginSandbox> {
+  /**
+   * Starts a sandbox for `source` with exactly the permissions it asks for and
+   * is granted. `taken` are the function owners that are not plugins (workers,
+   * `model`): a plugin of the same name would serve the same functions.
+   */
+  async #load(
+    source: PluginSource,
+    config: PluginsConfig,
+    taken = this.#taken,
+  ): Promise<PluginSandbox> {
+    const refuse = (message: string) =>
+      new PluginError({ type: "PluginError", message, at: source.entry }, "threw");
+    if (source.escape) {
+      throw refuse(
+        `a link leads outside the plugin's directory, so it is not loaded: ${source.escape}`,
+      );
+    }
+    if (taken.has(source.name)) {
+      throw refuse(
+        `"${source.name}" is also a worker's name (or "model"): functions are served as ` +
+          `fn/<owner>/<name>, so the plugin is not loaded; rename one of them`,
+      );
+    }
     const grant = config.grants[source.name];
     const settings = config.settings[source.name];
     let plan = planPermissions(undefined, grant, config.dir, source.root);
@@ -420,7 +468,11 @@ export class PluginHost implements GatewayModule {
         }).catch((error) => {
           if (error instanceof PluginError) {
             throw new FunctionCallError({
-              type: error.kind === "timeout" ? "timeout" : error.info.type,
+              type: error.kind === "timeout"
+                ? "timeout"
+                : error.kind === "gone"
+                ? "no_responder"
+                : error.info.type,
               message: error.message,
               traceback: error.info.stack,
             });
@@ -547,22 +599,33 @@ export class PluginHost implements GatewayModule {
     }
   }
 
-  #subscribe(sandbox: PluginSandbox, id: number, filter: string): Subscription {
-    return this.bus.subscribe(filter, (message) => {
-      let replyId: number | undefined;
-      if (message.reply) {
-        replyId = this.#nextReply++;
-        this.#replies.set(replyId, message.reply);
-        setTimeout(() => this.#replies.delete(replyId!), 60_000);
-      }
-      sandbox.deliver(id, {
-        topic: message.topic,
-        payload: message.payload,
-        source: message.source,
-        meta: message.meta,
-        ...(replyId === undefined ? {} : { replyId }),
+  /** Subscribes `sandbox` to `filter`; undefined (and logged) when the bus refuses the filter. */
+  #subscribe(sandbox: PluginSandbox, id: number, filter: string): Subscription | undefined {
+    try {
+      return this.bus.subscribe(filter, (message) => {
+        let replyId: number | undefined;
+        const reply = message.reply;
+        if (reply) {
+          replyId = this.#nextReply++;
+          const timer = setTimeout(() => this.#replies.delete(replyId!), 60_000);
+          this.#replies.set(replyId, { sandbox, reply, timer });
+        }
+        sandbox.deliver(id, {
+          topic: message.topic,
+          payload: message.payload,
+          source: message.source,
+          meta: message.meta,
+          ...(replyId === undefined ? {} : { replyId }),
+        });
+      }, { owner: `plugin:${sandbox.source.name}` });
+    } catch (error) {
+      logger.error("plugin {name}: cannot subscribe to {filter}: {error}", {
+        name: sandbox.source.name,
+        filter,
+        error: (error as Error).message,
       });
-    }, { owner: `plugin:${sandbox.source.name}` });
+      return undefined;
+    }
   }
 
   #source(sandbox: PluginSandbox): MessageSource {
@@ -573,12 +636,20 @@ export class PluginHost implements GatewayModule {
     const name = sandbox.source.name;
     switch (message.kind) {
       case "publish":
-        this.bus.publish({
-          topic: message.topic,
-          payload: message.payload,
-          source: this.#source(sandbox),
-          meta: message.meta,
-        });
+        try {
+          this.bus.publish({
+            topic: message.topic,
+            payload: message.payload,
+            source: this.#source(sandbox),
+            meta: message.meta,
+          });
+        } catch (error) {
+          logger.error("plugin {name}: cannot publish on {topic}: {error}", {
+            name,
+            topic: message.topic,
+            error: (error as Error).message,
+          });
+        }
         return;
       case "subscribe": {
         let owned = this.#subscriptions.get(sandbox);
@@ -600,9 +671,11 @@ export class PluginHost implements GatewayModule {
         return;
       }
       case "reply": {
-        const reply = this.#replies.get(message.replyId);
+        const owed = this.#replies.get(message.replyId);
+        if (owed?.sandbox !== sandbox) return;
         this.#replies.delete(message.replyId);
-        reply?.(message.payload);
+        clearTimeout(owed.timer);
+        owed.reply(message.payload);
         return;
       }
       case "log":
@@ -612,7 +685,14 @@ export class PluginHost implements GatewayModule {
         return;
       case "metric": {
         const metric = `gateway_plugin_${message.name.replace(/[^A-Za-z0-9_]/g, "_")}`;
-        const labels = { plugin: name, ...message.labels };
+        if (HOST_METRICS.has(metric)) {
+          logger.warn("plugin {name}: the metric name {metric} is the gateway's own", {
+            name,
+            metric,
+          });
+          return;
+        }
+        const labels = { ...message.labels, plugin: name };
         const names = Object.keys(labels).sort();
         try {
           if (message.type === "counter") {
@@ -638,13 +718,15 @@ export class PluginHost implements GatewayModule {
       case "call":
         return await callFunction(this.bus, ask.fn, ask.args, {
           source: this.#source(sandbox),
-          timeout: ask.deadline - Date.now(),
+          timeout: Number.isFinite(ask.deadline) ? ask.deadline - Date.now() : DEFAULT_TIMEOUT,
           deadline: ask.deadline,
         });
       case "request":
         return (await this.bus.request(ask.topic, ask.payload, {
           source: this.#source(sandbox),
-          timeout: Math.max(1, ask.deadline - Date.now()),
+          timeout: Number.isFinite(ask.deadline)
+            ? Math.max(1, ask.deadline - Date.now())
+            : DEFAULT_TIMEOUT,
         })).payload;
       case "store.get":
         return (await (await this.#store()).get(["plugin", name, ask.key])).value ?? undefined;

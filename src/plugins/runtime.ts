@@ -29,9 +29,12 @@ import type {
   ResponseData,
   RuntimeMessage,
 } from "./messages.ts";
+import { filterError, topicError } from "../bus/topic.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+// deno-lint-ignore no-control-regex -- matching terminal colour escapes is the point
+const ANSI = /\x1b\[[0-9;]*m/g;
 
 let plugin: Plugin;
 let pluginUrl = "";
@@ -61,7 +64,9 @@ function toBytes(payload: string | Uint8Array | object): Uint8Array {
 /** Where in the plugin's own files an error happened: the first stack frame there. */
 function errorInfo(error: unknown): PluginErrorInfo {
   const base = pluginUrl.replace(/[^/]*$/, "");
-  const text = error instanceof Error ? `${error.message}\n${error.stack ?? ""}` : String(error);
+  // Deno colours the location in some messages (import errors): strip the escapes first.
+  const text = (error instanceof Error ? `${error.message}\n${error.stack ?? ""}` : String(error))
+    .replace(ANSI, "");
   let at: string | undefined;
   if (base) {
     const escaped = base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -70,7 +75,12 @@ function errorInfo(error: unknown): PluginErrorInfo {
     if (file) at = decodeURIComponent(new URL(file).pathname) + position;
   }
   if (error instanceof Error) {
-    return { type: error.name, message: error.message, stack: error.stack, ...(at ? { at } : {}) };
+    return {
+      type: error.name,
+      message: error.message.replace(ANSI, ""),
+      stack: error.stack?.replace(ANSI, ""),
+      ...(at ? { at } : {}),
+    };
   }
   return { type: "Error", message: String(error), ...(at ? { at } : {}) };
 }
@@ -203,6 +213,10 @@ async function load(url: string, name: string, settings: unknown, probe: boolean
     }
     plugin = candidate;
     settings ??= {};
+    for (const filter of Object.keys(plugin.onMessage ?? {})) {
+      const problem = filterError(filter);
+      if (problem) throw new TypeError(`onMessage: ${problem}`);
+    }
     if (probe) {
       send({ kind: "loaded", info: describe(name) });
       return;
@@ -216,9 +230,14 @@ async function load(url: string, name: string, settings: unknown, probe: boolean
       config: settings as Record<string, unknown>,
       plugin: { name, version: plugin.version ?? "0.0.0" },
       log: { debug: log("debug"), info: log("info"), warn: log("warn"), error: log("error") },
-      publish: (topic, payload, meta = {}) =>
-        send({ kind: "publish", topic, payload: toBytes(payload), meta }),
+      publish: (topic, payload, meta = {}) => {
+        const problem = topicError(topic);
+        if (problem) throw new TypeError(problem);
+        send({ kind: "publish", topic, payload: toBytes(payload), meta });
+      },
       subscribe: (filter, handler) => {
+        const problem = filterError(filter);
+        if (problem) throw new TypeError(problem);
         const subscription = nextSubscription++;
         subscriptions.set(subscription, handler);
         send({ kind: "subscribe", subscription, filter });
@@ -321,7 +340,14 @@ self.onmessage = (event: MessageEvent<HostMessage>) => {
     }
     default:
       work(message).then(
-        (value) => send({ kind: "done", id: message.id, value }),
+        (value) => {
+          try {
+            send({ kind: "done", id: message.id, value });
+          } catch (error) {
+            // A result that cannot cross to the gateway (a function, a symbol) fails its call.
+            send({ kind: "failed", id: message.id, error: errorInfo(error) });
+          }
+        },
         (error) => send({ kind: "failed", id: message.id, error: errorInfo(error) }),
       );
   }

@@ -26,6 +26,8 @@ export interface SandboxServices {
   ask(sandbox: PluginSandbox, ask: Exclude<AskMessage, { op: "body" }>): Promise<unknown>;
   /** Everything else the plugin sends: publish, subscribe, reply, log, metric. */
   notify(sandbox: PluginSandbox, message: RuntimeMessage): void;
+  /** The Worker of a loaded sandbox died of an error its plugin did not catch. */
+  crashed(sandbox: PluginSandbox, error: PluginErrorInfo): void;
 }
 
 /**
@@ -94,9 +96,14 @@ export class PluginSandbox {
       deno: { permissions },
     });
     this.#worker.onmessage = (event: MessageEvent<RuntimeMessage>) => this.#receive(event.data);
+    // An error nothing in the plugin caught (a throw in a timer, an unhandled rejection) ends
+    // the Worker: fail what is in flight and let the host start a new one.
     this.#worker.onerror = (event) => {
       event.preventDefault();
-      this.#fail({ type: "Error", message: event.message ?? "the plugin's worker failed" });
+      const info = { type: "Error", message: event.message ?? "the plugin's worker failed" };
+      const wasReady = this.#state === "ready";
+      this.terminate(info);
+      if (wasReady) services.crashed(this, info);
     };
   }
 
@@ -204,12 +211,12 @@ export class PluginSandbox {
     this.terminate();
   }
 
-  /** Ends the Worker at once; work in flight fails with `gone`. */
-  terminate(): void {
+  /** Ends the Worker at once; work in flight fails with `gone` (and `why`, when given). */
+  terminate(why?: PluginErrorInfo): void {
     if (this.#state === "stopped") return;
     this.#state = "stopped";
     this.#worker.terminate();
-    this.#fail({ type: "Terminated", message: `plugin "${this.source.name}" was stopped` });
+    this.#fail(why ?? { type: "Terminated", message: `plugin "${this.source.name}" was stopped` });
   }
 
   #fail(info: PluginErrorInfo): void {
@@ -241,7 +248,9 @@ export class PluginSandbox {
     }
     const id = this.#nextId++;
     const { promise, resolve, reject } = Promise.withResolvers<unknown>();
-    const timeout = Math.max(0, deadline - Date.now());
+    // No deadline (a call from init or onMessage without a timeout): a default, never Infinity,
+    // which setTimeout would treat as 0.
+    const timeout = Number.isFinite(deadline) ? Math.max(0, deadline - Date.now()) : 30_000;
     const timer = setTimeout(() => {
       this.#finish(id);
       reject(

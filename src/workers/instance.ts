@@ -355,7 +355,9 @@ export class WorkerInstance implements PoolMember {
   #heartbeat(): void {
     if (this.state === "exited" || !this.#connection?.open) return;
     const silent = Date.now() - this.#lastSeen;
-    if (silent > MISSED_HEARTBEATS * this.config.heartbeat) {
+    // A sequential SDK (PHP) cannot answer pings while a call runs: calls in flight have their
+    // own deadlines, so silence counts only when the instance has nothing to do.
+    if (this.#pending.size === 0 && silent > MISSED_HEARTBEATS * this.config.heartbeat) {
       this.#kill(`missed heartbeats: silent for ${silent} ms`);
       return;
     }

@@ -306,13 +306,18 @@ export class LanguageWorker {
           `the old one keeps serving: ${(error as Error).message}`,
       );
     }
+    // The slot may have moved on while `next` started (the old instance crashed and its backoff
+    // spawned another): retire whatever serves it now, not only the instance we replaced.
+    const current = slot.instance;
     slot.instance = next;
     slot.state = "running";
     slot.fastCrashes = 0;
     slot.reason = undefined;
-    if (old && old !== next && old.state !== "exited") {
-      old.drain();
-      void old.stop();
+    for (const retired of new Set([old, current])) {
+      if (retired && retired !== next && retired.state !== "exited") {
+        retired.drain();
+        void retired.stop();
+      }
     }
   }
 

@@ -329,6 +329,80 @@ Deno.test("plugins: the sandbox denies what the config does not grant, and gives
   }
 });
 
+Deno.test("plugins: a misbehaving plugin fails alone and cannot reach past its sandbox", async () => {
+  const port = freePort();
+  const rogue = `export default {
+  name: "rogue",
+  functions: {
+    badTopic: (_args, ctx) => {
+      try {
+        ctx.publish("bad/+/topic", "x");
+        return "published";
+      } catch (error) {
+        return error.name;
+      }
+    },
+    big: () => 1n,
+    forge: (_args, ctx) => {
+      ctx.metrics.counter("failures_total").inc(1000, { plugin: "victim", reason: "timeout" });
+      ctx.metrics.counter("hits").inc(7, { plugin: "victim" });
+      return "ok";
+    },
+    crash: () => {
+      setTimeout(() => { throw new Error("escaped"); }, 0);
+      return "scheduled";
+    },
+    ok: () => "fine",
+  },
+};
+`;
+  const files: Record<string, string> = {
+    "plugins/rogue.ts": rogue,
+    "plugins/model.ts": `export default { name: "model", functions: { add: () => 0 } };\n`,
+    "plugins/filters.ts": `export default { name: "filters", onMessage: { "a/#/b": () => {} } };\n`,
+    "plugins/linked/mod.ts": `export default { name: "linked" };\n`,
+  };
+  await using gw = await startGateway({
+    listeners: { web: { type: "http", port } },
+    routes: [
+      { match: { path: "/fn/badTopic" }, target: { function: { name: "rogue.badTopic" } } },
+      { match: { path: "/fn/big" }, target: { function: { name: "rogue.big" } } },
+      { match: { path: "/fn/forge" }, target: { function: { name: "rogue.forge" } } },
+      { match: { path: "/fn/crash" }, target: { function: { name: "rogue.crash" } } },
+      { match: { path: "/fn/ok" }, target: { function: { name: "rogue.ok" } } },
+    ],
+  }, { files });
+  await Deno.symlink(gw.dir, join(gw.dir, "plugins", "linked", "escape"));
+  const invoke = async (fn: string) => {
+    const res = await fetch(`http://127.0.0.1:${port}/fn/${fn}`);
+    return { status: res.status, body: await res.json() };
+  };
+  assertEquals((await invoke("badTopic")).body, "TypeError");
+  assertEquals((await invoke("big")).status, 500);
+  assertEquals((await invoke("forge")).body, "ok");
+  const metrics = await (await gw.admin("/metrics")).text();
+  assert(!metrics.includes('plugin="victim"'), "a plugin cannot write under another's name");
+  assertStringIncludes(metrics, 'gateway_plugin_hits{plugin="rogue"} 7');
+  assertEquals((await invoke("crash")).body, "scheduled");
+  await waitForPlugin(gw, "rogue", (p) => (p?.restarts as number) >= 1 && p?.state === "running");
+  assertEquals((await invoke("ok")).body, "fine");
+
+  const plugins = await pluginsOf(gw);
+  assertStringIncludes(
+    String((plugins.model.lastError as { message: string }).message),
+    "worker's name",
+  );
+  assertStringIncludes(
+    String((plugins.filters.lastError as { message: string }).message),
+    "onMessage",
+  );
+  assertEquals(plugins.model.state, "failed");
+  // The link appears after start: a reload sees it and refuses the plugin.
+  await gw.admin("/plugins/linked/reload", { method: "POST" });
+  const linked = (await pluginsOf(gw)).linked;
+  assertStringIncludes(String((linked.lastError as { message: string }).message), "outside");
+});
+
 Deno.test("plugins: a throwing hook answers 500 with the request id and the next request is served", async () => {
   const port = freePort();
   const flaky = `export default {
