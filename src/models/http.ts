@@ -31,6 +31,31 @@ function errorResponse(error: unknown, requestId: string): Response {
 }
 
 /**
+ * The request body, or undefined as soon as it is known to be over `limit`
+ * bytes (by content-length, else by counting while reading).
+ */
+async function readBody(request: Request, limit: number): Promise<Uint8Array | undefined> {
+  if (Number(request.headers.get("content-length") ?? 0) > limit) {
+    await request.body?.cancel();
+    return undefined;
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body ?? []) {
+    size += chunk.length;
+    if (size > limit) return undefined;
+    chunks.push(chunk);
+  }
+  const body = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return body;
+}
+
+/**
  * A target that runs a model on `{ "inputs": { name: { type, dims, data } } }`
  * (`"outputEncoding": "base64"` for outputs as base64 bytes).
  *
@@ -98,7 +123,16 @@ export function createOcrTarget(config: OcrTargetConfig, registry: ModelRegistry
         },
       );
     }
-    const image = new Uint8Array(await c.req.arrayBuffer());
+    const limit = registry.maxImageBytes;
+    const image = await readBody(c.req.raw, limit);
+    if (!image) {
+      return jsonError(
+        413,
+        "image_too_large",
+        `the image is more than ocr.maxImageBytes (${limit} bytes)`,
+        requestId,
+      );
+    }
     if (image.length === 0) {
       return jsonError(400, "no_image", "the body is empty: POST a PNG or JPEG image", requestId);
     }

@@ -126,7 +126,9 @@ export class ModelSet {
    * template's fields picked from the lines.
    */
   async ocr(image: Uint8Array, options: OcrOptions & { template?: string }): Promise<OcrAnswer> {
-    if (!this.#ocrSettings) throw new Error(this.#ocrProblem);
+    if (!this.#ocrSettings) {
+      throw new OcrError(503, "ocr_unavailable", `OCR is not available: ${this.#ocrProblem}`);
+    }
     const template = options.template === undefined
       ? undefined
       : this.#ocr.templates[options.template];
@@ -152,6 +154,11 @@ export class ModelSet {
     this.metrics.ocrDuration.labels({}).observe((performance.now() - started) / 1000);
     if (template) result.fields = pickFields(result.lines, template);
     return result;
+  }
+
+  /** `ocr.maxImageBytes`: the largest image body the OCR route reads. */
+  get maxImageBytes(): number {
+    return this.#ocr.maxImageBytes;
   }
 
   /** What `GET /models` shows about OCR. */

@@ -69,8 +69,9 @@ class InferenceWorker {
   call<T>(request: Request, transfer: Transferable[], timeout: number): Promise<T> {
     const id = this.#nextId++;
     const { promise, resolve, reject } = Promise.withResolvers<T>();
+    // A run past its time still occupies the Worker: it stays pending (and
+    // counted in `busy`) until the Worker's reply arrives, so new runs go elsewhere.
     const timer = setTimeout(() => {
-      this.#pending.delete(id);
       reject(new InferenceError("timeout", `${request.op} took longer than ${timeout} ms`, 504));
     }, timeout);
     this.#pending.set(id, {
@@ -144,6 +145,14 @@ export class InferencePool {
       ),
     );
     return { ...loaded[0], loadMs: Math.max(...loaded.map((l) => l.loadMs)) };
+  }
+
+  /**
+   * How many calls the Workers of the `threads` group have not answered,
+   * runs past their timeout included (they still occupy their Worker).
+   */
+  busy(threads: number): number {
+    return this.#group(threads).reduce((sum, worker) => sum + worker.busy, 0);
   }
 
   /** Runs a loaded model on the least busy Worker of its group; the feeds' buffers are transferred. */

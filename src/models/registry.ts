@@ -106,7 +106,12 @@ export class ModelRegistry implements GatewayModule {
     return set.track(() => set.model(name).infer(inputs, base64));
   }
 
-  /** Reads a page (PNG or JPEG bytes). Throws `OcrError` (400, 413) and `InferenceError`. */
+  /** `ocr.maxImageBytes` of the serving config: the largest image body the OCR route reads. */
+  get maxImageBytes(): number {
+    return this.#set().maxImageBytes;
+  }
+
+  /** Reads a page (PNG or JPEG bytes). Throws `OcrError` (400, 413, 503) and `InferenceError`. */
   ocr(image: Uint8Array, options: OcrOptions & { template?: string }): Promise<OcrAnswer> {
     const set = this.#set();
     return set.track(async () => {

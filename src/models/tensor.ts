@@ -61,7 +61,10 @@ export class TensorError extends Error {
   }
 }
 
-const ARRAYS: Record<TensorType, new (length: number) => TypedData> = {
+const ARRAYS: Record<
+  TensorType,
+  { new (length: number): TypedData; readonly BYTES_PER_ELEMENT: number }
+> = {
   float32: Float32Array,
   float64: Float64Array,
   int8: Int8Array,
@@ -94,7 +97,8 @@ function elementCount(dims: readonly number[]): number {
 /**
  * Parses the `inputs` of a request (`{ name: { type, dims, data } }`) and
  * checks them against the model's inputs: every input present, no unknown
- * one, the type and rank the model takes, fixed dimensions equal, data length
+ * one, the type and rank the model takes, fixed dimensions equal, a symbolic
+ * dimension (`N`) the same in every input that has it, data length
  * the product of the dims. Throws a {@link TensorError} whose message names
  * the input and the model's signature.
  *
@@ -121,6 +125,7 @@ export function parseInputs(
     }
   }
   const feeds: Record<string, Tensor> = {};
+  const bound = new Map<string, { value: number; where: string }>();
   for (const input of signature) {
     if (!Object.hasOwn(given, input.name)) {
       throw new TensorError(`inputs.${input.name}: missing; ${expected}`);
@@ -139,6 +144,18 @@ export function parseInputs(
         }]; ${expected}`,
       );
     }
+    input.dims.forEach((dim, i) => {
+      if (typeof dim !== "string") return;
+      const first = bound.get(dim);
+      if (!first) bound.set(dim, { value: tensor.dims[i], where: `${where}.dims[${i}]` });
+      else if (first.value !== tensor.dims[i]) {
+        throw new TensorError(
+          `${where}.dims[${i}]: ${dim} is ${
+            tensor.dims[i]
+          }, but ${first.where} made it ${first.value}; ${expected}`,
+        );
+      }
+    });
     feeds[input.name] = tensor;
   }
   return feeds;
@@ -200,14 +217,15 @@ function fromBase64(
   } catch {
     throw new TensorError(`${where}.data: not valid base64`);
   }
-  const array = new ARRAYS[type](count);
-  if (bytes.length !== array.byteLength) {
+  const byteLength = count * ARRAYS[type].BYTES_PER_ELEMENT;
+  if (bytes.length !== byteLength) {
     throw new TensorError(
       `${where}.data: ${bytes.length} bytes, but ${type} dims [${
         dims.join(",")
-      }] need ${array.byteLength}`,
+      }] need ${byteLength}`,
     );
   }
+  const array = new ARRAYS[type](count);
   new Uint8Array(array.buffer).set(bytes);
   return { type, dims, data: array };
 }

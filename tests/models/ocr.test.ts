@@ -11,6 +11,8 @@ import { Hono } from "hono";
 import { Bus } from "../../src/bus/bus.ts";
 import { GatewayConfig } from "../../src/config/schema.ts";
 import { ModelRegistry } from "../../src/models/registry.ts";
+import { createOcrTarget } from "../../src/models/http.ts";
+import type { GatewayEnv, RequestState } from "../../src/pipeline/stage.ts";
 import { decodeImage } from "../../src/models/ocr/image.ts";
 import type { OcrLine, Point } from "../../src/models/ocr/types.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";
@@ -141,4 +143,43 @@ Deno.test("eager OCR models that fail to load are reported, not fatal", async ()
   assertStringIncludes(ocr.error, "/nonexistent/det.onnx");
   const error = await registry.ocr(await fixture("english.png"), {}).catch((e) => e);
   assertStringIncludes(error.message, "/nonexistent/det.onnx");
+});
+
+Deno.test("OCR whose model files cannot be found answers 503, like an unavailable model", async () => {
+  await using registry = await startRegistry({ detection: "npm:no-such-ocr-models/det.onnx" });
+  const error = await registry.ocr(await fixture("english.png"), {}).catch((e) => e);
+  assertEquals([error.status, error.code], [503, "ocr_unavailable"]);
+  assertStringIncludes(error.message, "OCR is not available: ocr: npm package");
+});
+
+Deno.test("POST /ocr refuses a body over ocr.maxImageBytes without reading it whole", async () => {
+  await using registry = await startRegistry({ maxImageBytes: 16_000 });
+  const app = new Hono<GatewayEnv>();
+  app.post("/ocr", createOcrTarget({ classify: false }, registry));
+  const state = { requestId: "r1" } as RequestState;
+  let pulls = 0;
+  const endless = () =>
+    new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulls++;
+        controller.enqueue(new Uint8Array(4096));
+      },
+    });
+  const post = (body: ReadableStream<Uint8Array>, headers: HeadersInit = {}) =>
+    app.request("/ocr", { method: "POST", body, headers, duplex: "half" } as RequestInit, state);
+
+  const declared = await post(endless(), { "content-length": "1000000000" });
+  assertEquals(declared.status, 413);
+  assertStringIncludes(
+    (await declared.json()).error.message,
+    "more than ocr.maxImageBytes (16000 bytes)",
+  );
+  assert(pulls <= 1, `${pulls} chunks read of a body declared too large`);
+
+  pulls = 0;
+  const streamed = await post(endless());
+  assertEquals(streamed.status, 413);
+  await streamed.body?.cancel();
+  // maxImageBytes + 1 bytes in 4 KB chunks, and the one chunk the stream reads ahead.
+  assert(pulls <= Math.ceil(16_001 / 4096) + 1, `${pulls} chunks read of an endless body`);
 });

@@ -1,13 +1,16 @@
 /**
  * Image decoding for OCR: PNG (fast-png) and JPEG (jpeg-js), both pure
  * JavaScript, into 8-bit RGB. The size is read from the file's header first,
- * so an image over the limits is refused (413) before any pixel is decoded.
+ * so an image over the limits is refused (413) before any pixel is decoded;
+ * a PNG's compressed pixels are inflated with a cap at the size its header
+ * declares, so a decompression bomb is refused (413) too.
  *
  * @module
  */
 
 import { convertIndexedToRgb, decode as decodePng } from "fast-png";
 import jpeg from "jpeg-js";
+import { inflateSync } from "node:zlib";
 import { OcrError } from "./types.ts";
 
 /** An 8-bit RGB image, row-major, 3 bytes a pixel. */
@@ -102,13 +105,75 @@ export function decodeImage(bytes: Uint8Array, limits: ImageLimits): RgbImage {
     );
   }
   try {
-    return header.format === "png" ? fromPng(bytes) : fromJpeg(bytes, limits.maxPixels);
+    if (header.format === "jpeg") return fromJpeg(bytes, limits.maxPixels);
+    checkPngData(bytes);
+    return fromPng(bytes);
   } catch (error) {
     if (error instanceof OcrError) throw error;
     throw new OcrError(
       400,
       "bad_image",
       `cannot decode the ${header.format}: ${(error as Error).message}`,
+    );
+  }
+}
+
+const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
+/** Adam7 passes: x start, y start, x step, y step. */
+const ADAM7 = [
+  [0, 0, 8, 8],
+  [4, 0, 8, 8],
+  [0, 4, 4, 8],
+  [2, 0, 4, 4],
+  [0, 2, 2, 4],
+  [1, 0, 2, 2],
+  [0, 1, 1, 2],
+];
+
+/**
+ * Inflates the PNG's IDAT chunks with a cap at the exact size the header
+ * declares (filter byte + packed samples per row, per Adam7 pass when
+ * interlaced): 413 when the stream inflates to more.
+ */
+function checkPngData(bytes: Uint8Array): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const width = view.getUint32(16);
+  const height = view.getUint32(20);
+  const bitDepth = bytes[24];
+  const channels = PNG_CHANNELS[bytes[25]];
+  if (channels === undefined || ![1, 2, 4, 8, 16].includes(bitDepth)) {
+    throw new OcrError(
+      400,
+      "bad_image",
+      `the PNG header has colour type ${bytes[25]} and bit depth ${bitDepth}`,
+    );
+  }
+  const rowBytes = (w: number) => 1 + Math.ceil(w * channels * bitDepth / 8);
+  const passes = bytes[28] === 1 ? ADAM7 : [[0, 0, 1, 1]];
+  let expected = 0;
+  for (const [x0, y0, dx, dy] of passes) {
+    const w = Math.ceil((width - x0) / dx);
+    const h = Math.ceil((height - y0) / dy);
+    if (w > 0 && h > 0) expected += h * rowBytes(w);
+  }
+  const idat: Uint8Array[] = [];
+  for (let offset = 8; offset + 8 <= bytes.length;) {
+    const length = view.getUint32(offset);
+    const type = String.fromCharCode(...bytes.subarray(offset + 4, offset + 8));
+    if (type === "IDAT") idat.push(bytes.subarray(offset + 8, offset + 8 + length));
+    if (type === "IEND") break;
+    offset += 12 + length;
+  }
+  const stream = new Uint8Array(idat.reduce((sum, chunk) => sum + chunk.length, 0));
+  idat.reduce((at, chunk) => (stream.set(chunk, at), at + chunk.length), 0);
+  try {
+    inflateSync(stream, { maxOutputLength: expected });
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ERR_BUFFER_TOO_LARGE") throw error;
+    throw new OcrError(
+      413,
+      "image_too_large",
+      `the PNG's pixel data inflates to more than the ${expected} bytes its ${width} × ${height} header allows`,
     );
   }
 }
@@ -123,12 +188,18 @@ function fromPng(bytes: Uint8Array): RgbImage {
   return toRgb(png.width, png.height, channels, (i) => (source[i] >> shift) * scale);
 }
 
+/**
+ * What jpeg-js allocates for each pixel at most: coefficient blocks of up to
+ * four components (4 bytes each), their sample lines, and the RGBA output.
+ */
+const JPEG_BYTES_PER_PIXEL = 24;
+
 function fromJpeg(bytes: Uint8Array, maxPixels: number): RgbImage {
   const image = jpeg.decode(bytes, {
     useTArray: true,
     formatAsRGBA: true,
     maxResolutionInMP: Math.ceil(maxPixels / 1e6),
-    maxMemoryUsageInMB: 2048,
+    maxMemoryUsageInMB: Math.ceil((maxPixels * JPEG_BYTES_PER_PIXEL + bytes.length) / 2 ** 20) + 4,
   });
   return toRgb(image.width, image.height, 4, (i) => image.data[i]);
 }

@@ -51,7 +51,7 @@ export interface OcrResult {
 
 /**
  * An image the pipeline refuses: 400 (not an image, unsupported, corrupt) or
- * 413 (too large).
+ * 413 (too large); 503 when OCR is not set up.
  *
  * @example
  * ```ts
@@ -60,7 +60,7 @@ export interface OcrResult {
  * ```
  */
 export class OcrError extends Error {
-  constructor(readonly status: 400 | 413, readonly code: string, message: string) {
+  constructor(readonly status: 400 | 413 | 503, readonly code: string, message: string) {
     super(message);
     this.name = "OcrError";
   }
