@@ -32,6 +32,7 @@ export interface AclSubject {
  * acl.canPublish({ clientId: "d1", username: "dev" }, "devices/d1/temp"); // true
  * acl.canPublish({ clientId: "d1", username: "dev" }, "devices/d2/temp"); // false (logged)
  * acl.canSubscribe({ clientId: "d1", username: "dev" }, "cmd/dev/+"); // true
+ * acl.canReceive({ clientId: "d1", username: "dev" }, "cmd/dev/reboot"); // true
  * ```
  */
 export class Acl {
@@ -61,6 +62,15 @@ export class Acl {
       });
     }
     return allowed;
+  }
+
+  /**
+   * Whether a message on `topic` may be delivered to `subject`: some of its
+   * `subscribe` filters matches the topic. Checked on every delivery, so a
+   * tightened ACL or another user taking over a session stops what it no longer allows.
+   */
+  canReceive(subject: AclSubject, topic: string): boolean {
+    return this.#allows(subject, "subscribe", (filter) => filterMatches(filter, topic));
   }
 
   #allows(

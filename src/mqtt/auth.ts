@@ -11,6 +11,9 @@ import { Buffer } from "node:buffer";
 
 const encoder = new TextEncoder();
 const DEFAULT_ITERATIONS = 210_000;
+/** Verified against for unknown users, so they take as long as a wrong password (no user enumeration by timing). */
+const DUMMY_HASH =
+  "pbkdf2-sha256$210000$nONY7I8ifnfxJQQJo2QQsg==$4f+nrT1nkvO29Peu0hZ1lHZ8tRAjlfwpihxb4H3crL0=";
 
 async function derive(password: Uint8Array, salt: Uint8Array, iterations: number) {
   const key = await crypto.subtle.importKey(
@@ -87,11 +90,19 @@ export class Authenticator {
     readonly allowAnonymous: boolean,
   ) {}
 
-  /** True when the user exists and the password matches, or anonymous is allowed and no user name was given. */
+  /**
+   * True when the user exists and the password matches, or anonymous is
+   * allowed and no user name was given. An unknown user costs a key derivation
+   * with the default iterations too.
+   */
   async check(username: string | undefined, password: Uint8Array | undefined): Promise<boolean> {
     if (username === undefined || username === "") return this.allowAnonymous;
-    const user = Object.hasOwn(this.users, username) ? this.users[username] : undefined;
-    if (!user || !password) return false;
+    if (!password) return false;
+    if (!Object.hasOwn(this.users, username)) {
+      await verifyPassword(password, DUMMY_HASH);
+      return false;
+    }
+    const user = this.users[username];
     const digest = Buffer.from(
       await crypto.subtle.digest("SHA-256", password as Uint8Array<ArrayBuffer>),
     ).toString("hex");

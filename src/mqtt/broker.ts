@@ -188,6 +188,8 @@ export class MqttBroker {
       callback(null, null);
     };
     aedes.authorizeForward = (client, packet) => {
+      const subject = { clientId: client.id, username: userOf(client) };
+      if (!this.policy.acl.canReceive(subject, packet.topic)) return null;
       counters.messagesOut.inc();
       this.#connectionOf(client)?.sent(0, 1);
       return packet;
@@ -323,6 +325,17 @@ export class MqttBroker {
       connectionId: this.#connectionOf(client)?.id,
       subscriptions: Object.keys(client.subscriptions ?? {}).length,
     }));
+  }
+
+  /** Disconnects every client logged in as a user for which `stale` is true; returns how many. */
+  closeUsers(stale: (username: string) => boolean): number {
+    const clients = (this.aedes as unknown as { clients: Record<string, BrokerClient> }).clients;
+    const closing = Object.values(clients).filter((client) => {
+      const username = userOf(client);
+      return username !== undefined && stale(username);
+    });
+    for (const client of closing) client.close();
+    return closing.length;
   }
 
   /** Closes every client and the broker, then the session store (after its last writes). */

@@ -278,6 +278,16 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
       return {
         commit: async () => {
           broker.policy = policy;
+          const before = previous?.config.users ?? {};
+          const closed = broker.closeUsers((user) =>
+            !Object.hasOwn(mqtt.users, user) || !Object.hasOwn(before, user) ||
+            mqtt.users[user].password !== before[user].password
+          );
+          if (closed > 0) {
+            logger.info("closed {count} MQTT clients of removed or changed users", {
+              count: closed,
+            });
+          }
           this.#link!.setFilters(mqtt.busToBroker);
           for (const [name, old] of previous?.listeners ?? []) {
             if (listeners.get(name) !== old) old.listener.close();

@@ -63,7 +63,10 @@ class WebSocketDuplex extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000);
+    // close() does nothing before the upgrade completes (a refused connection): close once open.
+    if (this.socket.readyState === WebSocket.CONNECTING) {
+      this.socket.onopen = () => this.socket.close(1000);
+    } else if (this.socket.readyState === WebSocket.OPEN) this.socket.close(1000);
     callback(error);
   }
 

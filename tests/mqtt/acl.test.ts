@@ -53,4 +53,15 @@ Deno.test("ACL: without rules everything is allowed", () => {
   const acl = new Acl(undefined);
   assertEquals(acl.canPublish({ clientId: "c" }, "a/b"), true);
   assertEquals(acl.canSubscribe({ clientId: "c" }, "#"), true);
+  assertEquals(acl.canReceive({ clientId: "c" }, "a/b"), true);
+});
+
+Deno.test("ACL: canReceive matches the topic against the subscribe filters of matching rules", () => {
+  const acl = new Acl(rules);
+  const device = { clientId: "d1", username: "dev" };
+  assert(acl.canReceive(device, "cmd/d1/reboot"));
+  assert(acl.canReceive(device, "broadcast/all/now"));
+  assert(!acl.canReceive(device, "cmd/d2/reboot"));
+  assert(!acl.canReceive({ clientId: "d1", username: "other" }, "cmd/d1/reboot"));
+  assert(acl.canReceive({ clientId: "admin-1" }, "any/topic"));
 });

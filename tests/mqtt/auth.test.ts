@@ -67,3 +67,22 @@ Deno.test("Authenticator: users, wrong passwords, anonymous", async () => {
   assertEquals(await strict.check(undefined, undefined), false);
   assertEquals(await new Authenticator(users, true).check(undefined, undefined), true);
 });
+
+Deno.test("Authenticator: an unknown user pays a PBKDF2 derivation with the default iterations", async () => {
+  const derive = crypto.subtle.deriveBits;
+  const iterations: number[] = [];
+  crypto.subtle.deriveBits = function (algorithm, key, length) {
+    iterations.push((algorithm as Pbkdf2Params).iterations);
+    return derive.call(this, algorithm, key, length);
+  };
+  try {
+    const auth = new Authenticator({ ada: { password: await hashPassword("pw", 1000) } }, false);
+    iterations.length = 0;
+    assertEquals(await auth.check("nosuchuser", encode("pw")), false);
+    assertEquals(iterations, [210_000]);
+    assertEquals(await auth.check("ada", encode("bad")), false);
+    assertEquals(iterations, [210_000, 1000]);
+  } finally {
+    crypto.subtle.deriveBits = derive;
+  }
+});
