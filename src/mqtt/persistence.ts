@@ -34,13 +34,9 @@ import { Readable } from "node:stream";
 import { getLogger } from "@logtape/logtape";
 import aedesPersistence from "aedes-persistence";
 import type { MqttSessionsConfig } from "./config.ts";
+import { commitInBatches, type KvMutation, payloadParts } from "../storage/kv_writes.ts";
 
 const logger = getLogger(["gateway", "mqtt", "sessions"]);
-/** Payload bytes per KV value (a value holds at most 64 KiB). */
-const PART_BYTES = 60_000;
-/** Mutations and bytes per KV transaction (Deno KV allows 1000 and 800 KiB). */
-const BATCH_MUTATIONS = 500;
-const BATCH_BYTES = 600_000;
 /** KV key prefixes: retained messages, subscriptions, queued messages. */
 const RETAINED = "r";
 const SUBSCRIPTION = "s";
@@ -134,10 +130,6 @@ interface StoredHead {
   payload: Uint8Array;
 }
 
-type Mutation =
-  | { kind: "set"; key: Deno.KvKey; value: unknown; bytes: number }
-  | { kind: "delete"; key: Deno.KvKey; bytes: number };
-
 /**
  * The session store aedes is given as its `persistence`.
  *
@@ -165,7 +157,7 @@ export class KvPersistence {
   readonly #warned = new Set<string>();
   readonly #keys = new Map<string, string>();
   #nextSeq = 1;
-  #mutations: Mutation[] = [];
+  #mutations: KvMutation[] = [];
   #waiting: { resolve: () => void; reject: (error: Error) => void }[] = [];
   #flushing?: Promise<void>;
 
@@ -488,14 +480,9 @@ export class KvPersistence {
 
   /** Queues the writes of a message under `base` in parts; returns the number of parts. */
   #setParts(base: Deno.KvKey, head: Omit<StoredHead, "payload" | "parts">, payload: Uint8Array) {
-    const parts = Math.max(1, Math.ceil(payload.byteLength / PART_BYTES));
-    for (let part = 0; part < parts; part++) {
-      // A copy: a view would be stored with the whole buffer behind it.
-      const chunk = Uint8Array.prototype.slice.call(
-        payload,
-        part * PART_BYTES,
-        (part + 1) * PART_BYTES,
-      );
+    const chunks = payloadParts(payload);
+    const parts = chunks.length;
+    for (const [part, chunk] of chunks.entries()) {
       this.#mutations.push({
         kind: "set",
         key: [...base, part],
@@ -579,7 +566,7 @@ export class KvPersistence {
         this.#mutations = [];
         this.#waiting = [];
         try {
-          await this.#commit(mutations);
+          await commitInBatches(this.#kv, mutations);
           for (const waiter of waiting) waiter.resolve();
         } catch (error) {
           logger.error("cannot write the MQTT sessions: {error}", { error });
@@ -590,30 +577,6 @@ export class KvPersistence {
       this.#flushing = undefined;
     }
   }
-
-  async #commit(mutations: Mutation[]): Promise<void> {
-    let op = this.#kv.atomic();
-    let count = 0;
-    let bytes = 0;
-    for (const mutation of mutations) {
-      if (count >= BATCH_MUTATIONS || bytes + mutation.bytes > BATCH_BYTES) {
-        await commitOrThrow(op);
-        op = this.#kv.atomic();
-        count = 0;
-        bytes = 0;
-      }
-      if (mutation.kind === "set") op.set(mutation.key, mutation.value);
-      else op.delete(mutation.key);
-      count++;
-      bytes += mutation.bytes;
-    }
-    if (count > 0) await commitOrThrow(op);
-  }
-}
-
-async function commitOrThrow(op: Deno.AtomicOperation): Promise<void> {
-  const result = await op.commit();
-  if (!result.ok) throw new Error("the KV transaction was not committed");
 }
 
 /** The fields of `packet` that are stored (not the payload, which goes in parts). */

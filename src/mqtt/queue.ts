@@ -22,14 +22,10 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { MqttQueueConfig } from "./config.ts";
+import { commitInBatches, type KvMutation, payloadParts } from "../storage/kv_writes.ts";
 
 const logger = getLogger(["gateway", "mqtt", "queue"]);
 const encoder = new TextEncoder();
-/** Payload bytes per KV value (a value holds at most 64 KiB). */
-const PART_BYTES = 60_000;
-/** Mutations per KV transaction (Deno KV allows 1000) and bytes per transaction (it allows 800 KiB). */
-const BATCH_MUTATIONS = 500;
-const BATCH_BYTES = 600_000;
 /** Index below which acknowledged entries are not compacted away. */
 const COMPACT_AFTER = 1024;
 
@@ -73,12 +69,6 @@ interface StoredPart {
   payload: Uint8Array;
 }
 
-type Mutation = { kind: "set"; key: Deno.KvKey; value: StoredPart; bytes: number } | {
-  kind: "delete";
-  key: Deno.KvKey;
-  bytes: number;
-};
-
 /**
  * The persistent queue of one bridge.
  *
@@ -109,7 +99,7 @@ export class ForwardQueue {
   #reservedMessages = 0;
   #reservedBytes = 0;
   #nextSeq: number;
-  #mutations: Mutation[] = [];
+  #mutations: KvMutation[] = [];
   #waiting: { entry?: Entry; resolve: () => void; reject: (error: Error) => void }[] = [];
   #flushing?: Promise<void>;
   /** Called when committed messages become available. */
@@ -185,11 +175,7 @@ export class ForwardQueue {
     }
     finish();
     for (const entry of entries) entry.bytes = byteSize(entry.topic, entry.payload);
-    for (let i = 0; i < incomplete.length; i += BATCH_MUTATIONS) {
-      const op = kv.atomic();
-      for (const key of incomplete.slice(i, i + BATCH_MUTATIONS)) op.delete(key);
-      await op.commit();
-    }
+    await commitInBatches(kv, incomplete.map((key) => ({ kind: "delete", key, bytes: 32 })));
     if (incomplete.length) {
       logger.warn("bridge {bridge}: discarded {count} parts of incomplete queued messages", {
         bridge: name,
@@ -262,12 +248,12 @@ export class ForwardQueue {
       seq,
       at: Date.now(),
       bytes,
-      parts: Math.max(1, Math.ceil(message.payload.byteLength / PART_BYTES)),
+      parts: 0,
       acked: false,
     };
-    for (let part = 0; part < entry.parts; part++) {
-      // A copy: a view would be stored with the whole buffer behind it.
-      const payload = message.payload.slice(part * PART_BYTES, (part + 1) * PART_BYTES);
+    const parts = payloadParts(message.payload);
+    entry.parts = parts.length;
+    for (const [part, payload] of parts.entries()) {
       const value: StoredPart = part === 0
         ? {
           topic: message.topic,
@@ -410,7 +396,7 @@ export class ForwardQueue {
         this.#mutations = [];
         this.#waiting = [];
         try {
-          await this.#commit(mutations);
+          await commitInBatches(this.#kv, mutations);
         } catch (error) {
           for (const waiter of waiting) {
             if (waiter.entry) {
@@ -444,30 +430,6 @@ export class ForwardQueue {
       this.#flushing = undefined;
     }
   }
-
-  async #commit(mutations: Mutation[]): Promise<void> {
-    let op = this.#kv.atomic();
-    let count = 0;
-    let bytes = 0;
-    for (const mutation of mutations) {
-      if (count >= BATCH_MUTATIONS || bytes + mutation.bytes > BATCH_BYTES) {
-        await commitOrThrow(op);
-        op = this.#kv.atomic();
-        count = 0;
-        bytes = 0;
-      }
-      if (mutation.kind === "set") op.set(mutation.key, mutation.value);
-      else op.delete(mutation.key);
-      count++;
-      bytes += mutation.bytes;
-    }
-    if (count > 0) await commitOrThrow(op);
-  }
-}
-
-async function commitOrThrow(op: Deno.AtomicOperation): Promise<void> {
-  const result = await op.commit();
-  if (!result.ok) throw new Error("the KV transaction was not committed");
 }
 
 function byteSize(topic: string, payload: Uint8Array): number {
