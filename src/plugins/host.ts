@@ -66,7 +66,6 @@ export class PluginSlot {
   /** The source last seen on disk (absent once the file is removed). */
   source?: PluginSource;
   lastError?: PluginProblem;
-  calls = 0;
   errors = 0;
   restarts = 0;
   consecutiveFailures = 0;
@@ -80,7 +79,6 @@ export class PluginSlot {
 
   /** Records the outcome of one hook or call. */
   record(ms: number, failed: boolean): void {
-    this.calls++;
     this.durations.add(ms);
     if (failed) {
       this.errors++;
@@ -382,7 +380,7 @@ export class PluginHost implements GatewayModule {
       hooks: info ? Object.keys(info.hooks).filter((k) => info.hooks[k as "onRequest"]) : [],
       functions: info?.functions ?? [],
       loadedAt: slot.active?.loadedAt.toISOString() ?? null,
-      calls: slot.calls,
+      calls: slot.durations.total,
       errors: slot.errors,
       restarts: slot.restarts,
       inFlight: slot.active?.inFlight ?? 0,
