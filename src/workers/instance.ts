@@ -106,7 +106,6 @@ export class WorkerInstance implements PoolMember {
   state: InstanceState = "starting";
   functions: string[] = [];
   concurrency: number;
-  calls = 0;
   errors = 0;
   readonly latency = new LatencyWindow();
   /** Settles when the process has exited; never rejects. */
@@ -307,7 +306,7 @@ export class WorkerInstance implements PoolMember {
       uptimeSeconds: Math.round((Date.now() - this.spawnedAt) / 1000),
       concurrency: this.concurrency,
       inFlight: this.inFlight,
-      calls: this.calls,
+      calls: this.latency.total,
       errors: this.errors,
       p50Ms: round(this.latency.quantile(0.5)),
       p99Ms: round(this.latency.quantile(0.99)),
@@ -416,7 +415,6 @@ export class WorkerInstance implements PoolMember {
     clearTimeout(pending.timer);
     const ms = performance.now() - pending.started;
     const { metrics } = this.#services;
-    this.calls++;
     metrics.calls.inc();
     this.latency.add(ms);
     metrics.duration.observe(ms / 1000);
