@@ -188,7 +188,7 @@ export interface PluginContext<Config = Record<string, unknown>> {
     options?: { timeout?: number },
   ): Promise<Uint8Array>;
   /**
-   * Calls a function (`other.fn`, `worker:orders.create`, `model:ocr.read`) with
+   * Calls a function (`other.fn`, `worker:orders.create`, `model:add`) with
    * JSON arguments. Within a hook or function, the call gets at most what is
    * left of the current deadline.
    */
