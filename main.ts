@@ -16,9 +16,12 @@
 import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import { z } from "zod";
-import { ConfigError, loadConfig } from "./src/config/load.ts";
-import { AdminConfig, GatewayConfig, StorageConfig } from "./src/config/schema.ts";
-import { Gateway, localAdminToken } from "./src/gateway.ts";
+import { ConfigError } from "./src/config/load.ts";
+import { AdminConfig } from "./src/admin/config.ts";
+import { GatewayConfig, loadGatewayConfig } from "./src/sections.ts";
+import { StorageConfig } from "./src/storage/config.ts";
+import { Gateway } from "./src/gateway.ts";
+import { localAdminToken } from "./src/admin/secrets.ts";
 import { flushLogs } from "./src/observability/log.ts";
 import { VERSION } from "./src/version.ts";
 import { writePluginTemplate } from "./src/plugins/template.ts";
@@ -104,7 +107,7 @@ async function run(configPath: string): Promise<void> {
 
 async function check(configPath: string): Promise<void> {
   try {
-    const { config, file, hash } = await loadConfig(configPath);
+    const { config, file, hash } = await loadGatewayConfig(configPath);
     console.log(
       `${file}: OK (${
         Object.keys(config.listeners).length

@@ -18,7 +18,7 @@ import * as ortNode from "onnxruntime-node";
 import { join } from "node:path";
 import { gatewayCommand } from "../build.ts";
 import { Bus } from "../src/bus/bus.ts";
-import { GatewayConfig } from "../src/config/schema.ts";
+import { GatewayConfig } from "../src/sections.ts";
 import { resolveModelFile } from "../src/models/model_path.ts";
 import { InferencePool } from "../src/models/pool.ts";
 import { ModelRegistry } from "../src/models/registry.ts";

@@ -18,7 +18,7 @@
  */
 
 import { Bus } from "../src/bus/bus.ts";
-import { TcpListenerConfig } from "../src/config/schema.ts";
+import { TcpListenerConfig } from "../src/listeners/config.ts";
 import { ConnectionManager } from "../src/connections/manager.ts";
 import { TcpListener } from "../src/listeners/tcp.ts";
 import { MetricsRegistry } from "../src/observability/metrics.ts";

@@ -17,7 +17,7 @@
 
 import { join } from "node:path";
 import { Bus } from "../src/bus/bus.ts";
-import { GatewayConfig } from "../src/config/schema.ts";
+import { GatewayConfig } from "../src/sections.ts";
 import { callFunction } from "../src/functions/call.ts";
 import { MetricsRegistry } from "../src/observability/metrics.ts";
 import { encodeFrame, FrameDecoder } from "../src/workers/frame.ts";
@@ -110,9 +110,9 @@ async function rawClient(path: string): Promise<{ call(): Promise<unknown>; clos
   (async () => {
     const buffer = new Uint8Array(64 * 1024);
     for (let n; (n = await conn.read(buffer).catch(() => null)) !== null;) {
-      for (const frame of decoder.push(buffer.subarray(0, n))) {
-        waiting.get(frame.id as number)?.(frame.value);
-        waiting.delete(frame.id as number);
+      for (const { message } of decoder.push(buffer.subarray(0, n))) {
+        waiting.get(message.id as number)?.(message.value);
+        waiting.delete(message.id as number);
       }
     }
   })();

@@ -34,7 +34,7 @@ import { join } from "node:path";
 import { RUNTIME_FLAGS } from "../build.ts";
 import { freePort } from "../tests/helpers/gateway.ts";
 import { Bus } from "../src/bus/bus.ts";
-import { GatewayConfig } from "../src/config/schema.ts";
+import { GatewayConfig } from "../src/sections.ts";
 import { connectionBudget, descriptorLimit } from "../src/connections/fd_budget.ts";
 import { ConnectionManager } from "../src/connections/manager.ts";
 import { HttpMetrics } from "../src/observability/http_metrics.ts";

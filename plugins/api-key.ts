@@ -45,6 +45,8 @@
  * @module
  */
 
+// node:crypto, not the gateway's src/util: a plugin imports no gateway code at run time.
+import { timingSafeEqual } from "node:crypto";
 import type { Plugin, PluginContext, PluginRequest } from "../sdk/plugin.ts";
 
 interface Settings {
@@ -69,9 +71,7 @@ async function digestOf(key: string): Promise<Uint8Array> {
 function match(digest: Uint8Array): string | undefined {
   let found: string | undefined;
   for (const { name, digest: expected } of known) {
-    let difference = 0;
-    for (let i = 0; i < expected.length; i++) difference |= expected[i] ^ digest[i];
-    if (difference === 0) found = name;
+    if (timingSafeEqual(expected, digest)) found = name;
   }
   return found;
 }

@@ -1,58 +1,57 @@
 /**
- * The gateway's lifecycle. Every module is built from one validated config;
- * a reload builds the complete new set beside the old one (new listeners
- * bound, new route table, new upstreams started), swaps it in at once, then
- * releases the old set. If anything in the new set fails, the new parts are
- * torn down, nothing changes, and the error says why.
+ * The gateway's lifecycle, and nothing else: it composes the participants
+ * (modules, upstreams, listeners), prepares each from its config slice beside
+ * the serving set, commits them together inside a guard, and stops them in
+ * reverse order. If anything fails to prepare, what was prepared is aborted
+ * and nothing changes; a commit that throws aborts the participants not yet
+ * committed (the listeners commit last, so the old listeners keep serving and
+ * no new socket is left bound).
  *
  * @module
  */
 
 import { join } from "node:path";
 import { getLogger } from "@logtape/logtape";
-import { ConfigError, loadConfig, type LoadedConfig } from "./config/load.ts";
-import { watchFiles } from "./config/watch.ts";
-import { HttpListener } from "./listeners/http.ts";
-import { ListenerSet, type PlannedListener } from "./listeners/set.ts";
-import { TcpListener } from "./listeners/tcp.ts";
-import { UdpListener } from "./listeners/udp.ts";
-import { UnixFramedListener } from "./listeners/unix_framed.ts";
-import { Bus } from "./bus/bus.ts";
-import { ConnectionManager } from "./connections/manager.ts";
-import { installDescriptorGuard } from "./connections/fd_guard.ts";
-import { buildListenerApp } from "./router/app.ts";
-import { buildRouteTable } from "./router/table.ts";
-import { Upstream } from "./upstreams/upstream.ts";
-import type { UpstreamClient } from "./upstreams/client.ts";
-import { createHttp1Client } from "./upstreams/http1_client.ts";
 import { createAdminApp } from "./admin/api.ts";
-import type { GatewayModule, ModuleChange } from "./module.ts";
-import { PluginHost } from "./plugins/host.ts";
-import { MetricsRegistry } from "./observability/metrics.ts";
+import { localAdminToken, redactSecrets } from "./admin/secrets.ts";
+import { Bus } from "./bus/bus.ts";
+import { ConfigError, type LoadedConfig } from "./config/load.ts";
+import { watchFiles } from "./config/watch.ts";
+import { installDescriptorGuard } from "./connections/fd_guard.ts";
+import { ConnectionManager } from "./connections/manager.ts";
+import { planHttpListener, planListeners } from "./listeners/plan.ts";
+import { ListenerSet } from "./listeners/set.ts";
+import { ModelRegistry } from "./models/registry.ts";
+import type { Change, GatewayModule, PrepareContext } from "./module.ts";
+import { MqttModule } from "./mqtt/module.ts";
 import { HttpMetrics } from "./observability/http_metrics.ts";
 import { configureLogging } from "./observability/log.ts";
+import { MetricsRegistry } from "./observability/metrics.ts";
+import { RateLimitPool } from "./pipeline/rate_limit.ts";
+import { PluginHost } from "./plugins/host.ts";
+import { buildListenerApp } from "./router/app.ts";
+import { buildRouteTable } from "./router/table.ts";
+import { type GatewayConfig, loadGatewayConfig } from "./sections.ts";
+import { createHttp1Client } from "./upstreams/http1_client.ts";
+import { UpstreamSet } from "./upstreams/set.ts";
 import { VERSION } from "./version.ts";
-import { MqttModule } from "./mqtt/module.ts";
 import { WorkerSupervisor } from "./workers/supervisor.ts";
-import { ModelRegistry } from "./models/registry.ts";
 
 const logger = getLogger(["gateway"]);
-const SECRET_KEY = /token|password|secret|authorization/i;
 
-/** One built config: everything that is swapped as a whole on reload. */
-interface Runtime {
-  loaded: LoadedConfig;
-  upstreams: Map<string, Upstream>;
-  /** The listeners it wants, by listener name, and `ADMIN` for the admin API. */
-  listeners: Map<string, PlannedListener>;
-}
-
+/** The listener id of the admin API (not a valid listener name). */
 const ADMIN = "\0admin";
 
 /** The result of a reload. */
 export interface ReloadOutcome {
   hash: string;
   changed: boolean;
+}
+
+/** What a gateway is built with besides its config file. */
+export interface GatewayOptions {
+  /** Modules added after the built-in ones (prepared and committed with them). */
+  modules?: readonly GatewayModule[];
 }
 
 /**
@@ -70,34 +69,24 @@ export interface ReloadOutcome {
 export class Gateway {
   readonly metrics = new MetricsRegistry();
   readonly #httpMetrics = new HttpMetrics(this.metrics);
-  readonly #client: UpstreamClient = createHttp1Client();
   /** The bus lives as long as the process: subscriptions survive reloads. */
   readonly bus = new Bus(this.metrics);
   /** Every WebSocket, TCP, UDP-peer and Unix connection, across reloads. */
   readonly connections = new ConnectionManager(this.bus, this.metrics);
-  /** The serving config's upstreams, for listeners kept across reloads (TCP proxy mode). */
-  readonly #upstreams = new Map<string, Upstream>();
-  /** TypeScript plugins, each in its own sandboxed Worker. */
+  readonly #upstreams = new UpstreamSet(createHttp1Client());
+  /** Rate-limit buckets, kept across reloads that do not change a route's limits. */
+  readonly #rateLimits = new RateLimitPool();
   readonly #plugins = new PluginHost(this.bus, this.metrics);
-  /** ONNX models and OCR, run in inference Workers. */
   readonly #models = new ModelRegistry(this.bus, this.metrics);
-  /** The embedded MQTT broker (idle while the config has no `mqtt` section). */
   readonly #mqtt = new MqttModule(this.bus, this.connections, this.metrics);
   /**
-   * The modules with a lifecycle of their own, in start order (stopped in
-   * reverse): functions (plugins, workers, models) are served before the
-   * broker lets clients in. Each is prepared from every new config beside its
-   * running state.
+   * The modules in start order (stopped in reverse): functions (plugins,
+   * workers, models) are served before the broker lets clients in.
    */
-  readonly #modules: readonly GatewayModule[] = [
-    this.#plugins,
-    new WorkerSupervisor(this.bus, this.metrics),
-    this.#models,
-    this.#mqtt,
-  ];
-  readonly #startedAt = Date.now();
-  #runtime?: Runtime;
+  readonly #modules: readonly GatewayModule[];
   readonly #listeners = new ListenerSet();
+  readonly #startedAt = Date.now();
+  #loaded?: LoadedConfig<GatewayConfig>;
   #removeDescriptorGuard?: () => void;
   #queue: Promise<unknown> = Promise.resolve();
   #state: "created" | "running" | "stopping" | "stopped" = "created";
@@ -111,7 +100,14 @@ export class Gateway {
     ["result"],
   );
 
-  constructor(readonly configPath: string) {
+  constructor(readonly configPath: string, options: GatewayOptions = {}) {
+    this.#modules = [
+      this.#plugins,
+      new WorkerSupervisor(this.bus, this.metrics),
+      this.#models,
+      this.#mqtt,
+      ...options.modules ?? [],
+    ];
     const memory = this.metrics.gauge(
       "gateway_process_memory_bytes",
       "Process memory, by kind (rss, heap_used, heap_total, external).",
@@ -135,7 +131,7 @@ export class Gateway {
       memory.labels({ kind: "external" }).set(usage.external);
       health.reset();
       breaker.reset();
-      for (const [name, upstream] of this.#runtime?.upstreams ?? []) {
+      for (const [name, upstream] of this.#upstreams.entries()) {
         for (const target of upstream.snapshot().targets) {
           const labels = { upstream: name, target: target.url };
           health.labels(labels).set(target.healthy ? 1 : 0);
@@ -148,18 +144,19 @@ export class Gateway {
   }
 
   /** The loaded config now serving. */
-  get loaded(): LoadedConfig {
-    if (!this.#runtime) throw new Error("the gateway has not started");
-    return this.#runtime.loaded;
+  get loaded(): LoadedConfig<GatewayConfig> {
+    if (!this.#loaded) throw new Error("the gateway has not started");
+    return this.#loaded;
   }
 
   /**
    * Loads the config, binds every listener and starts every module. Throws a
    * `ConfigError` or `ListenError` that says what and where; nothing is left
-   * running when it throws.
+   * running when it throws. A worker, plugin or model that fails at run time
+   * does not stop the start: it is shown as failed and retried.
    */
   async start(): Promise<void> {
-    const loaded = await loadConfig(this.configPath);
+    const loaded = await loadGatewayConfig(this.configPath);
     await configureLogging(loaded.config.log);
     this.#removeDescriptorGuard = installDescriptorGuard();
     await this.#apply(loaded);
@@ -187,8 +184,8 @@ export class Gateway {
   async #reload(): Promise<ReloadOutcome> {
     if (this.#state !== "running") throw new Error(`cannot reload while ${this.#state}`);
     try {
-      const loaded = await loadConfig(this.configPath);
-      if (loaded.hash === this.#runtime?.loaded.hash) {
+      const loaded = await loadGatewayConfig(this.configPath);
+      if (loaded.hash === this.#loaded?.hash) {
         this.#reloads.labels({ result: "ok" }).inc();
         return { hash: loaded.hash, changed: false };
       }
@@ -212,7 +209,7 @@ export class Gateway {
 
   /**
    * Stops accepting, lets in-flight requests finish (each listener's
-   * drainTimeout), stops every module. Idempotent.
+   * drainTimeout), then stops the modules in reverse order. Idempotent.
    */
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
@@ -221,12 +218,12 @@ export class Gateway {
       await this.#queue;
       await this.#listeners.stop();
       for (const module of this.#modules.toReversed()) await module.stop();
-      await Promise.all([...this.#runtime?.upstreams.values() ?? []].map((u) => u.stop()));
+      await this.#upstreams.stop();
       this.connections.stop();
-      this.#client.close();
+      this.#upstreams.client.close();
       this.#removeDescriptorGuard?.();
-      if (this.#runtime) {
-        await Deno.remove(join(this.#runtime.loaded.config.storage.dataDir, "gateway.pid"))
+      if (this.#loaded) {
+        await Deno.remove(join(this.#loaded.config.storage.dataDir, "gateway.pid"))
           .catch(() => {});
       }
       this.#state = "stopped";
@@ -243,23 +240,21 @@ export class Gateway {
 
   /** What `GET /status` shows. */
   status(): Record<string, unknown> {
-    const runtime = this.#runtime;
-    const config = runtime?.loaded.config;
+    const loaded = this.#loaded;
+    const config = loaded?.config;
     return {
       version: VERSION,
       pid: Deno.pid,
       state: this.#state,
       uptimeSeconds: Math.round((Date.now() - this.#startedAt) / 1000),
-      configFile: runtime?.loaded.file,
-      configHash: runtime?.loaded.hash,
+      configFile: loaded?.file,
+      configHash: loaded?.hash,
       lastReloadError: this.#lastReloadError ?? null,
       listeners: this.#listeners.entries().filter(([id]) => id !== ADMIN).map(([name, module]) => ({
         name,
         type: config?.listeners[name]?.type,
-        ...(module instanceof HttpListener ? { url: module.url } : {}),
-        ...(module instanceof TcpListener || module instanceof UdpListener
-          ? { port: module.port }
-          : {}),
+        url: module.url,
+        port: module.port,
       })),
       connections: this.connections.openCount,
       routes: config?.routes.map((route, i) => ({
@@ -273,129 +268,97 @@ export class Gateway {
         target: route.target,
       })),
       upstreams: Object.fromEntries(
-        [...runtime?.upstreams ?? []].map(([name, upstream]) => [name, upstream.snapshot()]),
+        this.#upstreams.entries().map(([name, upstream]) => [name, upstream.snapshot()]),
       ),
       ...Object.fromEntries(this.#modules.map((module) => [module.name, module.status()])),
     };
   }
 
-  #build(loaded: LoadedConfig, adminToken: string): Runtime {
+  /** Prepares every participant for `loaded`, then commits them all, or none. */
+  async #apply(loaded: LoadedConfig<GatewayConfig>): Promise<void> {
     const { config } = loaded;
-    const upstreams = new Map(
-      Object.entries(config.upstreams).map((
-        [name, upstream],
-      ) => [name, new Upstream(name, upstream, this.#client)]),
-    );
-    const routes = buildRouteTable(config, {
-      upstreams,
-      client: this.#client,
-      metrics: this.#httpMetrics,
-      bus: this.bus,
-      connections: this.connections,
-      mqtt: this.#mqtt,
-      plugins: this.#plugins,
-      models: this.#models,
-    });
-    const httpHandler = (name: string) =>
-      buildListenerApp({
-        listener: name,
-        routes,
+    await Deno.mkdir(config.storage.dataDir, { recursive: true });
+    const context: PrepareContext = {
+      starting: this.#loaded === undefined,
+      dataDir: config.storage.dataDir,
+      references: loaded.references,
+    };
+    const changes: Change[] = [];
+    try {
+      for (const module of this.#modules) {
+        changes.push(await module.prepare(sliceOf(config, module.sections), context));
+      }
+      const upstreams = await this.#upstreams.prepare(config.upstreams);
+      changes.push(upstreams);
+      const rateLimits = this.#rateLimits.prepare();
+      changes.push({ commit: rateLimits.commit, abort() {} });
+      const routes = buildRouteTable(config, {
+        upstreams: upstreams.upstreams,
+        client: this.#upstreams.client,
         metrics: this.#httpMetrics,
-        accessLog: config.log.access,
-        trustProxy: config.security.trustProxy,
+        bus: this.bus,
+        connections: this.connections,
+        mqtt: this.#mqtt,
+        plugins: this.#plugins,
+        models: this.#models,
+        rateLimits,
       });
-    const services = { bus: this.bus, connections: this.connections, upstreams: this.#upstreams };
-    const listeners = new Map<string, PlannedListener>();
-    for (const [name, listener] of Object.entries(config.listeners)) {
-      const label = `listener "${name}"`;
-      const settings = `${name}\n${JSON.stringify(listener)}`;
-      if (listener.type === "http") {
-        const tls = loaded.tls[name];
-        const binding = { ...listener, tls };
-        const handler = httpHandler(name);
-        listeners.set(name, {
-          address: `tcp:${listener.host}:${listener.port}`,
-          key: `${settings}\n${tls?.cert}\n${tls?.key}`,
-          create: () => new HttpListener(label, binding, handler),
-          handler,
-        });
-      } else if (listener.type === "unix" && listener.protocol === "http") {
-        const binding = { host: "", port: 0, ...listener };
-        const handler = httpHandler(name);
-        listeners.set(name, {
-          address: `unix:${listener.path}`,
-          key: settings,
-          create: () => new HttpListener(label, binding, handler),
-          handler,
-        });
-      } else if (listener.type === "unix") {
-        listeners.set(name, {
-          address: `unix:${listener.path}`,
-          key: settings,
-          create: () => new UnixFramedListener(name, listener, services),
-        });
-      } else if (listener.type === "tcp") {
-        listeners.set(name, {
-          address: `tcp:${listener.host}:${listener.port}`,
-          key: settings,
-          create: () => new TcpListener(name, listener, services),
-        });
-      } else {
-        listeners.set(name, {
-          address: `udp:${listener.host}:${listener.port}`,
-          key: settings,
-          create: () => new UdpListener(name, listener, services),
-        });
+      const plan = await planListeners(
+        config.listeners,
+        (listener) =>
+          buildListenerApp({
+            listener,
+            routes,
+            metrics: this.#httpMetrics,
+            accessLog: config.log.access,
+            trustProxy: config.security.trustProxy,
+          }),
+        { bus: this.bus, connections: this.connections, upstreams: this.#upstreams },
+      );
+      if (config.admin.enabled) {
+        const token = config.admin.token ?? await localAdminToken(config.storage.dataDir);
+        const { host, port } = config.admin;
+        const admin = this.#adminApp(token);
+        plan.set(
+          ADMIN,
+          planHttpListener(
+            "admin API",
+            `admin\n${host}:${port}\n${token}`,
+            { host, port, drainTimeout: 2000 },
+            (request) => admin.fetch(request),
+          ),
+        );
+      }
+      // Last: until the listeners commit, the old handlers serve.
+      changes.push(await this.#listeners.prepare(plan));
+    } catch (error) {
+      for (const change of changes.toReversed()) await change.abort();
+      throw error;
+    }
+    for (const [i, change] of changes.entries()) {
+      try {
+        await change.commit();
+      } catch (error) {
+        logger.error("a commit failed; the participants after it are aborted: {error}", { error });
+        for (const rest of changes.slice(i + 1).toReversed()) await rest.abort();
+        throw error;
       }
     }
-    if (config.admin.enabled) {
-      const admin = createAdminApp({
-        status: () => this.status(),
-        reload: () => this.reload(),
-        config: () => redact(this.loaded.document),
-        metrics: () => this.metrics.render(),
-        ready: () => this.#state === "running",
-        stop: () => void this.stop(),
-        connections: (filter) => this.connections.list(filter),
-        closeConnection: (id) => this.connections.close(id, "closed by the admin API"),
-        modules: this.#modules,
-      }, adminToken);
-      const { host, port } = config.admin;
-      const binding = { host, port, drainTimeout: 2000 };
-      const handler = (request: Request) => admin.fetch(request);
-      listeners.set(ADMIN, {
-        address: `tcp:${host}:${port}`,
-        key: `admin\n${host}:${port}\n${adminToken}`,
-        create: () => new HttpListener("admin API", binding, handler),
-        handler,
-      });
-    }
-    return { loaded, upstreams, listeners };
+    this.#loaded = loaded;
   }
 
-  async #apply(loaded: LoadedConfig): Promise<void> {
-    await Deno.mkdir(loaded.config.storage.dataDir, { recursive: true });
-    const token = loaded.config.admin.token ?? await localAdminToken(loaded.config.storage.dataDir);
-    const runtime = this.#build(loaded, token);
-    const prepared: ModuleChange[] = [];
-    try {
-      for (const module of this.#modules) prepared.push(await module.prepare(loaded.config));
-    } catch (error) {
-      for (const change of prepared.toReversed()) await change.abort();
-      throw error;
-    }
-    const change = await this.#listeners.prepare(runtime.listeners).catch(async (error) => {
-      for (const change of prepared.toReversed()) await change.abort();
-      throw error;
-    });
-    for (const moduleChange of prepared) await moduleChange.commit();
-    for (const upstream of runtime.upstreams.values()) upstream.start();
-    const previous = this.#runtime;
-    this.#runtime = runtime;
-    this.#upstreams.clear();
-    for (const [name, upstream] of runtime.upstreams) this.#upstreams.set(name, upstream);
-    change.commit();
-    for (const upstream of previous?.upstreams.values() ?? []) void upstream.stop();
+  #adminApp(token: string) {
+    return createAdminApp({
+      status: () => this.status(),
+      reload: () => this.reload(),
+      config: () => redactSecrets(this.loaded.document),
+      metrics: () => this.metrics.render(),
+      ready: () => this.#state === "running",
+      stop: () => void this.stop(),
+      connections: (filter) => this.connections.list(filter),
+      closeConnection: (id) => this.connections.close(id, "closed by the admin API"),
+      modules: this.#modules,
+    }, token);
   }
 
   #watch(files: string[]): void {
@@ -407,36 +370,9 @@ export class Gateway {
   }
 }
 
-/**
- * The admin token kept in the data directory, created on first use (mode 0600).
- *
- * @example
- * ```ts
- * import { localAdminToken } from "./gateway.ts";
- * const token = await localAdminToken("data");
- * ```
- */
-export async function localAdminToken(dataDir: string): Promise<string> {
-  const file = join(dataDir, "admin.token");
-  try {
-    const token = (await Deno.readTextFile(file)).trim();
-    if (token.length >= 16) return token;
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-  const bytes = crypto.getRandomValues(new Uint8Array(24));
-  const token = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-  await Deno.writeTextFile(file, `${token}\n`, { mode: 0o600 });
-  return token;
-}
-
-function redact(value: unknown, key = ""): unknown {
-  if (typeof value === "string") {
-    return SECRET_KEY.test(key) && !value.startsWith("env:") ? "[redacted]" : value;
-  }
-  if (Array.isArray(value)) return value.map((item) => redact(item));
-  if (value && typeof value === "object") {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redact(v, k)]));
-  }
-  return value;
+/** The sections a module owns, picked out of the config. */
+function sliceOf(config: GatewayConfig, sections: readonly string[]): never {
+  return Object.fromEntries(
+    sections.map((key) => [key, config[key as keyof GatewayConfig]]),
+  ) as never;
 }

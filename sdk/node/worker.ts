@@ -46,7 +46,11 @@ export interface CallContext {
   remaining(): number;
 }
 
-/** A registered function: JSON arguments in, anything JSON can encode out. */
+/**
+ * A registered function: JSON arguments in, anything JSON can encode out. A
+ * result JSON cannot carry (NaN, Infinity, a BigInt, bytes, a cycle) fails
+ * that call with the error type `bad_result`.
+ */
 // deno-lint-ignore no-explicit-any
 export type WorkerFunction = (args: any, ctx: CallContext) => unknown;
 
@@ -168,8 +172,10 @@ export class Worker {
 
   /**
    * Calls `ref` (`owner.name` or `worker:owner.name`) through the gateway and
-   * resolves with its result; rejects with a {@link CallError}. Inside a
-   * function the timeout is capped by what is left of that call's deadline.
+   * resolves with its result; rejects with a {@link CallError} (of type
+   * `bad_arguments`, before anything is sent, for arguments JSON cannot
+   * carry). Inside a function the timeout is capped by what is left of that
+   * call's deadline.
    */
   call(
     ref: string,
@@ -179,6 +185,20 @@ export class Worker {
     const outer = this.#context.getStore();
     const timeout = Math.min(options.timeout ?? 30_000, outer ? outer.remaining() : Infinity);
     const id = `n${++this.#nextId}`;
+    let body: Buffer;
+    try {
+      body = encodeFrame({
+        type: "call",
+        id,
+        function: ref,
+        args,
+        timeout: Math.floor(timeout),
+        meta: options.meta ?? {},
+      });
+    } catch (error) {
+      const reason = `the arguments of ${ref} cannot be sent as JSON: ${(error as Error).message}`;
+      return Promise.reject(new CallError("bad_arguments", reason));
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#waiting.delete(id);
@@ -192,35 +212,46 @@ export class Worker {
           else reject(new CallError(frame.error.type, frame.error.message, frame.error.traceback));
         },
       });
-      this.#send({
-        type: "call",
-        id,
-        function: ref,
-        args,
-        timeout: Math.floor(timeout),
-        meta: options.meta ?? {},
-      });
+      this.#write(body);
     });
   }
 
-  /** Publishes on the bus: bytes as they are, a string as UTF-8, anything else as JSON. */
+  /**
+   * Publishes on the bus: bytes as they are, a string as UTF-8, anything else
+   * as JSON. Throws a TypeError, and sends nothing, for a payload JSON cannot
+   * carry.
+   */
   publish(topic: string, payload: unknown, meta?: Record<string, string>): void {
-    const encoded = payload instanceof Uint8Array
-      ? { payload: Buffer.from(payload).toString("base64"), encoding: "base64" }
-      : {
-        payload: typeof payload === "string" ? payload : JSON.stringify(payload),
-        encoding: "utf8",
-      };
+    let encoded: { payload: string; encoding: string };
+    if (payload instanceof Uint8Array) {
+      encoded = { payload: Buffer.from(payload).toString("base64"), encoding: "base64" };
+    } else {
+      try {
+        encoded = {
+          payload: typeof payload === "string" ? payload : json(payload),
+          encoding: "utf8",
+        };
+      } catch (error) {
+        throw new TypeError(
+          `the payload published on "${topic}" cannot be sent as JSON: ${(error as Error).message}`,
+        );
+      }
+    }
     this.#send({ type: "publish", topic, ...encoded, ...(meta ? { meta } : {}) });
   }
 
-  /** Logs through the gateway's log. */
+  /** Logs through the gateway's log; throws a TypeError for fields JSON cannot carry. */
   log(
     level: "debug" | "info" | "warning" | "error",
     message: string,
     fields: Record<string, unknown> = {},
   ): void {
-    this.#send({ type: "log", level, message, fields });
+    try {
+      this.#send({ type: "log", level, message, fields });
+    } catch (error) {
+      const reason = (error as Error).message;
+      throw new TypeError(`the fields of log "${message}" cannot be sent as JSON: ${reason}`);
+    }
   }
 
   /** Connects and serves until `stop` or SIGTERM, then exits the process with 0. */
@@ -351,32 +382,39 @@ export class Worker {
       signal: controller.signal,
       remaining: () => Math.max(0, deadline - Date.now()),
     };
-    let reply: Frame;
+    let body: Buffer;
     try {
       const fn = this.#functions.get(frame.function);
       if (!fn) throw new ReferenceError(`${this.name} has no function "${frame.function}"`);
       const value = await this.#context.run(ctx, () => fn(frame.args ?? null, ctx));
-      reply = { type: "result", id: frame.id, ok: true, value: value ?? null };
+      body = this.#result(frame, value);
     } catch (error) {
       const err = error instanceof Error ? error : new Error(String(error));
-      reply = {
+      body = encodeFrame({
         type: "result",
         id: frame.id,
         ok: false,
         error: { type: err.name, message: err.message, traceback: err.stack },
-      };
+      });
     } finally {
       this.#running.delete(frame.id);
     }
-    if (controller.signal.aborted) return;
+    if (!controller.signal.aborted) this.#write(body);
+  }
+
+  /** The `result` frame of `value`, or of a `bad_result` error when JSON cannot carry it. */
+  #result(call: Frame, value: unknown): Buffer {
     try {
-      this.#send(reply);
+      return encodeFrame({ type: "result", id: call.id, ok: true, value: value ?? null });
     } catch (error) {
-      this.#send({
+      const message = `${this.name}.${call.function} returned a value JSON cannot carry: ${
+        (error as Error).message
+      }`;
+      return encodeFrame({
         type: "result",
-        id: frame.id,
+        id: call.id,
         ok: false,
-        error: { type: "TypeError", message: `the result is not JSON: ${error}` },
+        error: { type: "bad_result", message },
       });
     }
   }
@@ -419,12 +457,42 @@ export class Worker {
     else this.#done?.();
   }
 
+  /** Writes `frame`; throws a TypeError, and writes nothing, when JSON cannot carry it. */
   #send(frame: Frame): void {
-    const socket = this.#socket;
-    if (!socket) return;
-    const body = Buffer.from(JSON.stringify(frame), "utf8");
-    const header = Buffer.alloc(4);
-    header.writeUInt32BE(body.length, 0);
-    socket.write(Buffer.concat([header, body]));
+    this.#write(encodeFrame(frame));
   }
+
+  #write(bytes: Buffer): void {
+    this.#socket?.write(bytes);
+  }
+}
+
+/**
+ * `value` as JSON, or a TypeError saying what JSON cannot carry and where
+ * (`JSON.stringify` would turn NaN and Infinity into null and bytes into an
+ * object of indexes without a word; it throws for BigInts and cycles).
+ */
+function json(value: unknown): string {
+  return JSON.stringify(value, function (this: Record<string, unknown>, key, item) {
+    const original = this[key];
+    const problem = typeof item === "number" && !Number.isFinite(item)
+      ? String(item)
+      : typeof item === "bigint"
+      ? `a BigInt (${item}n)`
+      : ArrayBuffer.isView(original) || original instanceof ArrayBuffer
+      ? `a ${original.constructor.name} (bytes: send base64 text)`
+      : undefined;
+    if (problem === undefined) return item;
+    const where = key ? ` at key ${JSON.stringify(key)}` : "";
+    throw new TypeError(`${problem} has no JSON form${where}`);
+  });
+}
+
+/** One frame: the 4-byte big-endian length, then the JSON body (see {@link json}). */
+function encodeFrame(frame: Frame): Buffer {
+  const body = Buffer.from(json(frame), "utf8");
+  const framed = Buffer.allocUnsafe(4 + body.length);
+  framed.writeUInt32BE(body.length, 0);
+  body.copy(framed, 4);
+  return framed;
 }

@@ -115,7 +115,11 @@ final class GatewayWorker
         $this->instance = $instance ?? (int) (getenv('GATEWAY_INSTANCE') ?: 0);
     }
 
-    /** Registers $fn(array|mixed $args[, GatewayContext $ctx]) as function $name. */
+    /**
+     * Registers $fn(array|mixed $args[, GatewayContext $ctx]) as function $name. A result JSON
+     * cannot carry (NAN, INF, a binary string, a resource, a cycle) fails that call with the
+     * error type bad_result.
+     */
     public function function(string $name, callable $fn): static
     {
         $this->functions[$name] = $fn;
@@ -134,8 +138,9 @@ final class GatewayWorker
 
     /**
      * Calls $function ("owner.name" or "worker:owner.name") through the gateway and returns
-     * its result; throws GatewayCallError. Inside a function the timeout is capped by what is
-     * left of that call's deadline.
+     * its result; throws GatewayCallError (of type bad_arguments, before anything is sent, for
+     * arguments JSON cannot carry). Inside a function the timeout is capped by what is left of
+     * that call's deadline.
      */
     public function call(string $function, mixed $args = null, ?float $timeout = null, array $meta = []): mixed
     {
@@ -144,10 +149,18 @@ final class GatewayWorker
             $timeout = min($timeout, $this->current->remaining());
         }
         $id = 'p' . ++$this->nextId;
-        $this->send([
-            'type' => 'call', 'id' => $id, 'function' => $function, 'args' => $args,
-            'timeout' => (int) ($timeout * 1000), 'meta' => (object) $meta,
-        ]);
+        try {
+            $body = json_encode([
+                'type' => 'call', 'id' => $id, 'function' => $function, 'args' => $args,
+                'timeout' => (int) ($timeout * 1000), 'meta' => (object) $meta,
+            ], self::JSON_OUT);
+        } catch (JsonException $error) {
+            throw new GatewayCallError(
+                'bad_arguments',
+                "the arguments of $function cannot be sent as JSON: {$error->getMessage()}",
+            );
+        }
+        $this->write($body);
         $deadline = microtime(true) + $timeout + 0.5;
         while (true) {
             $frame = $this->read($deadline);
@@ -170,10 +183,21 @@ final class GatewayWorker
         }
     }
 
-    /** Publishes on the bus: a string as it is (binary as base64), anything else as JSON. */
+    /**
+     * Publishes on the bus: a string as it is (binary as base64), anything else as JSON. Throws
+     * a JsonException, and sends nothing, for a payload JSON cannot carry.
+     */
     public function publish(string $topic, mixed $payload, array $meta = []): void
     {
-        $text = is_string($payload) ? $payload : json_encode($payload, self::JSON_OUT);
+        try {
+            $text = is_string($payload) ? $payload : json_encode($payload, self::JSON_OUT);
+        } catch (JsonException $error) {
+            throw new JsonException(
+                "the payload published on '$topic' cannot be sent as JSON: {$error->getMessage()}",
+                $error->getCode(),
+                $error,
+            );
+        }
         $utf8 = preg_match('//u', $text) === 1;
         $frame = [
             'type' => 'publish', 'topic' => $topic,
@@ -185,10 +209,21 @@ final class GatewayWorker
         $this->send($frame);
     }
 
-    /** Logs through the gateway's log (level: debug, info, warning, error). */
+    /**
+     * Logs through the gateway's log (level: debug, info, warning, error). Throws a
+     * JsonException, and sends nothing, for fields JSON cannot carry.
+     */
     public function log(string $level, string $message, array $fields = []): void
     {
-        $this->send(['type' => 'log', 'level' => $level, 'message' => $message, 'fields' => (object) $fields]);
+        try {
+            $this->send(['type' => 'log', 'level' => $level, 'message' => $message, 'fields' => (object) $fields]);
+        } catch (JsonException $error) {
+            throw new JsonException(
+                "the fields of log '$message' cannot be sent as JSON: {$error->getMessage()}",
+                $error->getCode(),
+                $error,
+            );
+        }
     }
 
     /** Connects, serves until `stop`/SIGTERM, then exits with 0. */
@@ -279,17 +314,40 @@ final class GatewayWorker
         try {
             $fn = $this->functions[$name] ?? throw new OutOfBoundsException("{$this->name} has no function '$name'");
             $value = $fn($frame['args'] ?? null, $this->current);
-            $body = json_encode(['type' => 'result', 'id' => $frame['id'], 'ok' => true, 'value' => $value], self::JSON_OUT);
         } catch (Throwable $error) {
-            $body = json_encode(['type' => 'result', 'id' => $frame['id'], 'ok' => false, 'error' => [
-                'type' => get_class($error),
-                'message' => $error->getMessage(),
-                'traceback' => sprintf("%s:%d\n%s", $error->getFile(), $error->getLine(), $error->getTraceAsString()),
-            ]], self::JSON_OUT | JSON_PARTIAL_OUTPUT_ON_ERROR);
+            $this->write($this->failure($frame['id'], get_class($error), $error->getMessage(), sprintf(
+                "%s:%d\n%s",
+                $error->getFile(),
+                $error->getLine(),
+                $error->getTraceAsString(),
+            )));
+            return;
         } finally {
             $this->current = null;
         }
+        try {
+            $body = json_encode(['type' => 'result', 'id' => $frame['id'], 'ok' => true, 'value' => $value], self::JSON_OUT);
+        } catch (JsonException $error) {
+            $body = $this->failure(
+                $frame['id'],
+                'bad_result',
+                "{$this->name}.$name returned a value JSON cannot carry: {$error->getMessage()}",
+            );
+        }
         $this->write($body);
+    }
+
+    /** A failed `result`; invalid UTF-8 in its texts is replaced by U+FFFD. */
+    private function failure(int|string $id, string $type, string $message, ?string $traceback = null): string
+    {
+        $error = ['type' => $type, 'message' => $message];
+        if ($traceback !== null) {
+            $error['traceback'] = $traceback;
+        }
+        return json_encode(
+            ['type' => 'result', 'id' => $id, 'ok' => false, 'error' => $error],
+            self::JSON_OUT | JSON_INVALID_UTF8_SUBSTITUTE,
+        );
     }
 
     private function connect(): void

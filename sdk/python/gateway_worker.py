@@ -96,8 +96,23 @@ class Event:
         return json.loads(self.payload)
 
 
-class _Stop(Exception):
-    pass
+# What json.dumps raises for a value JSON cannot carry: NaN or infinity (ValueError), a
+# cycle (ValueError), bytes or another type (TypeError), nesting too deep (RecursionError).
+_UNENCODABLE = (TypeError, ValueError, RecursionError)
+
+
+def _encode(frame):
+    """The frame's body: strict JSON (``allow_nan=False``), so no frame carries NaN."""
+    return json.dumps(frame, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _encode_error(call_id, error_type, message, trace=None):
+    """A failed ``result``; its texts are strings, and ``repr`` stands in for anything else."""
+    error = {"type": error_type, "message": message}
+    if trace is not None:
+        error["traceback"] = trace
+    reply = {"type": "result", "id": call_id, "ok": False, "error": error}
+    return json.dumps(reply, separators=(",", ":"), default=repr).encode()
 
 
 class Worker:
@@ -130,7 +145,9 @@ class Worker:
         """Registers a function, as ``@worker.function`` or ``@worker.function("name")``.
 
         The function takes ``(args)`` or ``(args, ctx)`` and returns anything JSON
-        can encode; what it raises is sent to the caller with its traceback.
+        can encode; what it raises is sent to the caller with its traceback. A
+        result JSON cannot carry (NaN, infinity, bytes, a cycle, an object of
+        another type) fails that call with the error type ``bad_result``.
         """
         def register(fn, name):
             takes_ctx = len(inspect.signature(fn).parameters) >= 2
@@ -160,8 +177,10 @@ class Worker:
     def call(self, function, args=None, timeout=None, meta=None):
         """Calls ``function`` (``"owner.name"`` or ``"worker:owner.name"``) through the gateway.
 
-        Returns its result or raises ``CallError``. Inside a function the timeout
-        is capped by what is left of that call's own deadline.
+        Returns its result or raises ``CallError``; arguments JSON cannot carry
+        raise ``CallError`` with the type ``bad_arguments`` before anything is
+        sent. Inside a function the timeout is capped by what is left of that
+        call's own deadline.
         """
         timeout = 30.0 if timeout is None else float(timeout)
         ctx = getattr(self._local, "ctx", None)
@@ -170,10 +189,17 @@ class Worker:
         with self._pending_lock:
             self._next_id += 1
             call_id = f"w{self._next_id}"
+        frame = {"type": "call", "id": call_id, "function": function, "args": args,
+                 "timeout": int(timeout * 1000), "meta": meta or {}}
+        try:
+            body = _encode(frame)
+        except _UNENCODABLE as error:
+            raise CallError("bad_arguments",
+                            f"the arguments of {function} cannot be sent as JSON: {error}") from None
+        with self._pending_lock:
             waiter = self._pending[call_id] = [threading.Event(), None]
         try:
-            self._send({"type": "call", "id": call_id, "function": function, "args": args,
-                        "timeout": int(timeout * 1000), "meta": meta or {}})
+            self._write(body)
             if not waiter[0].wait(timeout + 0.5):
                 self._send({"type": "cancel", "id": call_id})
                 raise CallError("timeout", f"{function} did not answer within {timeout:.3f} s")
@@ -187,11 +213,20 @@ class Worker:
         raise CallError(error.get("type", "Error"), error.get("message", ""), error.get("traceback"))
 
     def publish(self, topic, payload, meta=None):
-        """Publishes on the bus: bytes as they are, str as UTF-8, anything else as JSON."""
+        """Publishes on the bus: bytes as they are, str as UTF-8, anything else as JSON.
+
+        A payload JSON cannot carry raises ``ValueError`` and nothing is sent.
+        """
         if isinstance(payload, (bytes, bytearray)):
             body, encoding = base64.b64encode(payload).decode(), "base64"
+        elif isinstance(payload, str):
+            body, encoding = payload, "utf8"
         else:
-            body = payload if isinstance(payload, str) else json.dumps(payload)
+            try:
+                body = json.dumps(payload, allow_nan=False)
+            except _UNENCODABLE as error:
+                raise ValueError(
+                    f"the payload published on {topic!r} cannot be sent as JSON: {error}") from None
             encoding = "utf8"
         frame = {"type": "publish", "topic": topic, "payload": body, "encoding": encoding}
         if meta:
@@ -199,8 +234,15 @@ class Worker:
         self._send(frame)
 
     def log(self, level, message, **fields):
-        """Logs through the gateway's log (level: debug, info, warning, error)."""
-        self._send({"type": "log", "level": level, "message": message, "fields": fields})
+        """Logs through the gateway's log (level: debug, info, warning, error).
+
+        Fields JSON cannot carry raise ``ValueError`` and nothing is sent.
+        """
+        try:
+            body = _encode({"type": "log", "level": level, "message": message, "fields": fields})
+        except _UNENCODABLE as error:
+            raise ValueError(f"the fields of log {message!r} cannot be sent as JSON: {error}") from None
+        self._write(body)
 
     # Running --------------------------------------------------------------
 
@@ -301,20 +343,23 @@ class Worker:
 
     def _run_call(self, frame, ctx):
         call_id = frame["id"]
-        entry = self._functions.get(frame.get("function"))
+        name = frame.get("function")
+        entry = self._functions.get(name)
         self._local.ctx = ctx
         try:
             if entry is None:
-                raise LookupError(f"{self.name} has no function {frame.get('function')!r}")
+                raise LookupError(f"{self.name} has no function {name!r}")
             fn, takes_ctx = entry
             value = fn(frame.get("args"), ctx) if takes_ctx else fn(frame.get("args"))
-            reply = {"type": "result", "id": call_id, "ok": True, "value": value}
-            body = json.dumps(reply, separators=(",", ":")).encode()
         except Exception as error:  # the caller gets it, with the traceback
-            reply = {"type": "result", "id": call_id, "ok": False, "error": {
-                "type": type(error).__name__, "message": str(error),
-                "traceback": traceback.format_exc()}}
-            body = json.dumps(reply, separators=(",", ":"), default=repr).encode()
+            body = _encode_error(call_id, type(error).__name__, str(error), traceback.format_exc())
+        else:
+            try:
+                body = _encode({"type": "result", "id": call_id, "ok": True, "value": value})
+            except _UNENCODABLE as error:
+                body = _encode_error(
+                    call_id, "bad_result",
+                    f"{self.name}.{name} returned a value JSON cannot carry: {error}")
         finally:
             self._local.ctx = None
             self._running.pop(call_id, None)
@@ -347,7 +392,7 @@ class Worker:
         return json.loads(body)
 
     def _send(self, frame):
-        self._write(json.dumps(frame, separators=(",", ":")).encode())
+        self._write(_encode(frame))
 
     def _write(self, body):
         sock = self._sock

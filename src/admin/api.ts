@@ -1,6 +1,7 @@
 /**
- * The admin API: status, reload, config, metrics, health, stop and live
- * connections, behind a bearer token. `/healthz` and `/readyz` are open so
+ * The admin API: status, reload, config, metrics, health, stop, live
+ * connections and the last failures by request id (`GET /errors`,
+ * `GET /errors/:requestId`, with their detail and stack), behind a bearer token. `/healthz` and `/readyz` are open so
  * that probes need no secret.
  *
  * @module
@@ -9,7 +10,9 @@
 import { Hono } from "hono";
 import type { ConnectionInfo } from "../connections/connection.ts";
 import type { GatewayModule } from "../module.ts";
+import { recentErrors } from "../errors.ts";
 import { jsonError } from "../pipeline/errors.ts";
+import { timingSafeEqual } from "../util/timing_safe_equal.ts";
 
 /** What the admin API can ask of the running gateway. */
 export interface AdminControls {
@@ -31,14 +34,6 @@ export interface AdminControls {
   closeConnection(id: string): boolean;
   /** The modules whose own endpoints (`/plugins`, `/workers`, ...) the API serves. */
   modules: readonly GatewayModule[];
-}
-
-function sameSecret(given: string, expected: string): boolean {
-  const a = new TextEncoder().encode(given);
-  const b = new TextEncoder().encode(expected);
-  let diff = a.length ^ b.length;
-  for (let i = 0; i < b.length; i++) diff |= (a[i] ?? 0) ^ b[i];
-  return diff === 0;
 }
 
 /**
@@ -84,7 +79,7 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
         },
       );
     }
-    if (!sameSecret(given, token)) {
+    if (!timingSafeEqual(given, token)) {
       return jsonError(403, "forbidden", "the admin token is wrong");
     }
     await next();
@@ -121,6 +116,13 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
       return jsonError(404, "unknown_connection", `no live connection has the id "${id}"`);
     }
     return c.body(null, 204);
+  });
+  app.get("/errors", (c) => c.json({ errors: recentErrors.list() }));
+  app.get("/errors/:requestId", (c) => {
+    const record = recentErrors.get(c.req.param("requestId"));
+    return record
+      ? c.json(record)
+      : jsonError(404, "unknown_request", "no failure is kept for that request id");
   });
   for (const module of controls.modules) module.admin?.(app);
   app.post("/stop", (c) => {

@@ -15,7 +15,8 @@
 
 import { getLogger } from "@logtape/logtape";
 import { type CounterValue, type GaugeValue, MetricsRegistry } from "../observability/metrics.ts";
-import type { BusMessage, MessageSource } from "./message.ts";
+import { GatewayError } from "../errors.ts";
+import { type BusMessage, type MessageSource, withValue } from "./message.ts";
 import { filterError, topicError, TopicTrie } from "./topic.ts";
 
 const logger = getLogger(["gateway", "bus"]);
@@ -43,12 +44,26 @@ export interface Subscription {
 
 /** The reply to a {@link Bus.request}. */
 export interface Reply {
-  payload: Uint8Array;
+  /** The bytes; for a reply carrying `value`, its JSON, encoded on first read. */
+  readonly payload: Uint8Array;
+  /** The value of a reply given with `replyValue` (an in-process answer). */
+  value?: unknown;
   meta: Record<string, string>;
 }
 
+/** What a request carries: bytes, or an in-process value (see `BusMessage.value`). */
+export type RequestBody = Uint8Array | { value: unknown };
+
+const BUS_ERROR_STATUS = {
+  no_responder: 503,
+  timeout: 504,
+  invalid_topic: 400,
+  invalid_filter: 400,
+};
+
 /**
- * An error of the bus, with a code to branch on.
+ * An error of the bus, with a code to branch on and the status it answers
+ * with (503 `no_responder`, 504 `timeout`, 400 for an invalid topic or filter).
  *
  * @example
  * ```ts
@@ -62,12 +77,12 @@ export interface Reply {
  * }
  * ```
  */
-export class BusError extends Error {
+export class BusError extends GatewayError {
   constructor(
-    readonly code: "no_responder" | "timeout" | "invalid_topic" | "invalid_filter",
+    override readonly code: keyof typeof BUS_ERROR_STATUS,
     message: string,
   ) {
-    super(message);
+    super(BUS_ERROR_STATUS[code], code, message);
     this.name = "BusError";
   }
 }
@@ -294,24 +309,31 @@ export class Bus {
 
   /**
    * Publishes a request on `topic` and resolves with the first reply to it
-   * (later replies are ignored). Rejects with a {@link BusError}: `no_responder`
-   * at once when no subscription took the message, `timeout` when no reply came
-   * within `timeout` ms, `invalid_topic` when the topic is not valid.
+   * (later replies are ignored). `body` is bytes, or `{ value }` for an
+   * in-process value that is encoded only if a subscriber reads the payload;
+   * the reply may likewise carry a value. Rejects with a {@link BusError}:
+   * `no_responder` at once when no subscription took the message, `timeout`
+   * when no reply came within `timeout` ms, `invalid_topic` when the topic is
+   * not valid.
    */
   async request(
     topic: string,
-    payload: Uint8Array,
+    body: RequestBody,
     options: { source: MessageSource; meta?: Record<string, string>; timeout: number },
   ): Promise<Reply> {
     // A settled promise ignores later calls: the first reply or the timeout wins.
     const { promise, resolve, reject } = Promise.withResolvers<Reply>();
-    const queued = this.publish({
+    const fields = {
       topic,
-      payload,
       source: options.source,
       meta: options.meta ?? {},
-      reply: (payload, meta = {}) => resolve({ payload, meta }),
-    });
+      reply: (payload: Uint8Array, meta: Record<string, string> = {}) => resolve({ payload, meta }),
+      replyValue: (value: unknown, meta: Record<string, string> = {}) =>
+        resolve(withValue({ meta }, value)),
+    };
+    const queued = this.publish(
+      body instanceof Uint8Array ? { ...fields, payload: body } : withValue(fields, body.value),
+    );
     if (queued === 0) {
       throw new BusError("no_responder", `no subscription took the request on "${topic}"`);
     }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { z } from "zod";
 import { topicError } from "./topic.ts";
 
 /** Values for a template's placeholders; a missing one renders as `-`. */
@@ -39,3 +40,22 @@ export function compileTopicTemplate(template: string): (values: TemplateValues)
     return topic;
   };
 }
+
+/**
+ * A topic template in a config, compiled while validating so that a bad one
+ * is reported with its JSON path.
+ *
+ * @example
+ * ```ts
+ * import { TopicTemplate } from "./topic_template.ts";
+ * TopicTemplate.safeParse("tcp/{listener}/{connectionId}").success; // true
+ * TopicTemplate.safeParse("tcp/#/x").success; // false
+ * ```
+ */
+export const TopicTemplate = z.string().min(1).superRefine((template, ctx) => {
+  try {
+    compileTopicTemplate(template);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: (error as Error).message });
+  }
+});

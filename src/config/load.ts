@@ -1,17 +1,19 @@
 /**
- * Reads the config document from disk: JSON with line and column on syntax
+ * Reads a config document from disk: JSON with line and column on syntax
  * errors, sections pulled in with `{ "$include": "file.json" }`, `"env:NAME"`
- * secrets, schema validation, and the files it names (TLS keys, static roots)
- * checked for readability. Every problem is reported as
- * `file: json.path: message`, all at once.
+ * secrets, each section validated by its own schema, cross-references checked
+ * against the names other sections define, and the files each section names
+ * checked. Every problem is reported as `file: json.path: message`, all at
+ * once. The sections come from the caller (`src/sections.ts` for the
+ * gateway): this folder knows no feature.
  *
  * @module
  */
 
-import { dirname, isAbsolute, join, relative, resolve } from "node:path";
-import { resolveMqttPaths } from "../mqtt/config.ts";
-import { resolveModelPaths } from "../models/config.ts";
-import { GatewayConfig } from "./schema.ts";
+import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { encodeHex } from "../util/hex.ts";
+import { type Definition, References } from "./references.ts";
+import type { DocumentOf, Sections } from "./section.ts";
 
 /** A config that cannot be used, with every problem found. */
 export class ConfigError extends Error {
@@ -22,19 +24,33 @@ export class ConfigError extends Error {
 }
 
 /** A validated config and what was learnt while reading it. */
-export interface LoadedConfig {
+export interface LoadedConfig<Config = Record<string, unknown>> {
   /** Validated, with defaults applied, units parsed and paths made absolute. */
-  config: GatewayConfig;
+  config: Config;
+  /** The names the sections define, for cross-references. */
+  references: References;
   /** The document as written, includes inlined, `env:` references kept: safe to show. */
   document: Record<string, unknown>;
   /** Absolute path of the main config file. */
   file: string;
   /** The main file and every included file, for watching. */
   files: string[];
-  /** PEM contents per listener name, read from the files the config names. */
-  tls: Record<string, { cert: string; key: string }>;
-  /** Short hash of the validated config; equal hashes mean nothing changed. */
+  /** Short hash of the validated config and the files it names; equal hashes mean nothing changed. */
   hash: string;
+}
+
+/** One problem in a document, at a JSON path. */
+export interface Problem {
+  path: readonly PropertyKey[];
+  message: string;
+}
+
+/** The outcome of {@link validateDocument}. */
+export interface Validated<Config> {
+  /** The validated document, when there were no problems. */
+  config?: Config;
+  references: References;
+  problems: Problem[];
 }
 
 const ENV_REFERENCE = /^env:([A-Za-z_][A-Za-z0-9_]*)$/;
@@ -58,6 +74,63 @@ export function formatPath(path: readonly PropertyKey[]): string {
     } else out += `[${JSON.stringify(String(key))}]`;
   }
   return out || "(top level)";
+}
+
+/**
+ * Validates a document (already parsed from JSON, `env:` substituted) section
+ * by section: each section's schema, then the references of every section
+ * that is valid, against the names the valid sections define. Problems of
+ * every section are listed at once. Unknown top-level keys are problems.
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ * import { validateDocument } from "./load.ts";
+ * const sections = { greeting: { schema: z.string().default("hello") } };
+ * validateDocument({}, sections).config; // { greeting: "hello" }
+ * validateDocument({ greting: "hi" }, sections).problems[0].message; // 'Unrecognized key: "greting"'
+ * ```
+ */
+export function validateDocument<S extends Sections>(
+  document: Record<string, unknown>,
+  sections: S,
+): Validated<DocumentOf<S>> {
+  const problems: Problem[] = [];
+  for (const key of Object.keys(document)) {
+    if (key !== "$schema" && !Object.hasOwn(sections, key)) {
+      problems.push({ path: [], message: `Unrecognized key: "${key}"` });
+    }
+  }
+  const config: Record<string, unknown> = {};
+  const invalid = new Set<string>();
+  for (const [key, section] of Object.entries(sections)) {
+    const parsed = section.schema.safeParse(document[key]);
+    if (parsed.success) config[key] = parsed.data;
+    else {
+      invalid.add(key);
+      for (const issue of parsed.error.issues) {
+        problems.push({ path: [key, ...issue.path], message: issue.message });
+      }
+    }
+  }
+  const definitions: Record<string, Definition[]> = {};
+  const unknownKinds: string[] = [];
+  for (const [key, section] of Object.entries(sections)) {
+    for (const [kind, define] of Object.entries(section.defines ?? {})) {
+      // An invalid section's names are unknown: references to them are not checked.
+      if (invalid.has(key)) unknownKinds.push(kind);
+      else (definitions[kind] ??= []).push(...define(config[key]));
+    }
+  }
+  const references = new References(definitions, unknownKinds);
+  const report = (path: readonly PropertyKey[], message: string) =>
+    problems.push({ path, message });
+  for (const [key, section] of Object.entries(sections)) {
+    if (!invalid.has(key)) section.check?.(config[key], references, report);
+  }
+  return problems.length
+    ? { references, problems }
+    : { config: config as DocumentOf<S>, references, problems };
 }
 
 function lineAndColumn(text: string, offset: number): string {
@@ -90,84 +163,53 @@ function substituteEnv(
   value: unknown,
   path: PropertyKey[],
   env: (name: string) => string | undefined,
-  problems: string[],
-  unset: string[],
-  fileOf: (path: PropertyKey[]) => string,
+  unset: Map<string, Problem>,
 ): unknown {
   if (typeof value === "string") {
     const name = ENV_REFERENCE.exec(value)?.[1];
     if (!name) return value;
     const resolved = env(name);
     if (resolved === undefined) {
-      problems.push(
-        `${fileOf(path)}: ${formatPath(path)}: environment variable ${name} is not set`,
-      );
-      unset.push(formatPath(path));
+      unset.set(formatPath(path), { path, message: `environment variable ${name} is not set` });
     }
     return resolved ?? "";
   }
   if (Array.isArray(value)) {
-    return value.map((item, i) => substituteEnv(item, [...path, i], env, problems, unset, fileOf));
+    return value.map((item, i) => substituteEnv(item, [...path, i], env, unset));
   }
   if (value && typeof value === "object") {
     return Object.fromEntries(
       Object.entries(value).map((
         [key, item],
-      ) => [key, substituteEnv(item, [...path, key], env, problems, unset, fileOf)]),
+      ) => [key, substituteEnv(item, [...path, key], env, unset)]),
     );
   }
   return value;
 }
 
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function checkReadable(path: string, kind: "file" | "directory"): Promise<string | null> {
-  try {
-    const info = await Deno.stat(path);
-    if (kind === "directory" && !info.isDirectory) return `"${path}" is not a directory`;
-    if (kind === "file" && !info.isFile) return `"${path}" is not a file`;
-    return null;
-  } catch (error) {
-    return error instanceof Deno.errors.NotFound
-      ? `"${path}" does not exist`
-      : `cannot read "${path}": ${(error as Error).message}`;
-  }
-}
-
-/** Whether `program` (a path, or a name looked up in `path`) is an executable file. */
-async function findProgram(program: string, path: string): Promise<boolean> {
-  const candidates = program.includes("/")
-    ? [program]
-    : path.split(":").filter(Boolean).map((dir) => join(dir, program));
-  for (const candidate of candidates) {
-    const info = await Deno.stat(candidate).catch(() => undefined);
-    if (info?.isFile && (info.mode === null || (info.mode & 0o111) !== 0)) return true;
-  }
-  return false;
-}
-
 /**
- * Loads and validates a config file. Throws a {@link ConfigError} listing
- * every problem, each naming the file and the JSON path.
+ * Loads and validates a config file made of `sections`. Throws a
+ * {@link ConfigError} listing every problem, each naming the file and the
+ * JSON path.
  *
  * @example
  * ```ts
+ * import { z } from "zod";
  * import { ConfigError, loadConfig } from "./load.ts";
+ * const sections = { greeting: { schema: z.string().default("hello") } };
  * try {
- *   const { config } = await loadConfig("config/config.json");
- *   console.log(Object.keys(config.listeners));
+ *   const { config } = await loadConfig("config/config.json", sections);
+ *   console.log(config.greeting);
  * } catch (error) {
  *   if (error instanceof ConfigError) console.error(error.problems.join("\n"));
  * }
  * ```
  */
-export async function loadConfig(
+export async function loadConfig<S extends Sections>(
   path: string,
+  sections: S,
   env: (name: string) => string | undefined = (name) => Deno.env.get(name),
-): Promise<LoadedConfig> {
+): Promise<LoadedConfig<DocumentOf<S>>> {
   const file = resolve(path);
   const baseDir = dirname(file);
   const shown = (p: string) => {
@@ -213,72 +255,34 @@ export async function loadConfig(
   if (problems.length) throw new ConfigError(problems);
 
   const fileOf = (path: readonly PropertyKey[]) => sectionFile.get(String(path[0])) ?? shown(file);
-  // Values whose variable is unset are already reported; their schema errors would only repeat it.
-  const unset: string[] = [];
-  const substituted = substituteEnv(document, [], env, problems, unset, fileOf);
-  const parsed = GatewayConfig.safeParse(substituted);
-  if (!parsed.success) {
-    for (const issue of parsed.error.issues) {
-      const at = formatPath(issue.path);
-      if (unset.includes(at)) continue;
-      problems.push(`${fileOf(issue.path)}: ${at}: ${issue.message}`);
-    }
+  const describe = ({ path, message }: Problem) =>
+    `${fileOf(path)}: ${formatPath(path)}: ${message}`;
+  // Values whose variable is unset are reported once; their schema errors would only repeat it.
+  const unset = new Map<string, Problem>();
+  const substituted = substituteEnv(document, [], env, unset) as Record<string, unknown>;
+  problems.push(...[...unset.values()].map(describe));
+  const validated = validateDocument(substituted, sections);
+  for (const problem of validated.problems) {
+    if (!unset.has(formatPath(problem.path))) problems.push(describe(problem));
   }
-  if (problems.length || !parsed.success) throw new ConfigError(problems);
+  const config = validated.config;
+  if (problems.length || !config) throw new ConfigError(problems);
 
-  const config = parsed.data;
-  const dirOf = (section: string) => sectionDir.get(section) ?? baseDir;
-  config.storage.dataDir = resolve(dirOf("storage"), config.storage.dataDir);
-  config.plugins.dir = resolve(dirOf("plugins"), config.plugins.dir);
-  const tls: LoadedConfig["tls"] = {};
-  for (const [name, listener] of Object.entries(config.listeners)) {
-    if (listener.type === "unix") listener.path = resolve(dirOf("listeners"), listener.path);
-    if (listener.type !== "http" || !listener.tls) continue;
-    const pem = { cert: "", key: "" };
-    for (const part of ["cert", "key"] as const) {
-      const at = resolve(dirOf("listeners"), listener.tls[part]);
-      listener.tls[part] = at;
-      try {
-        pem[part] = await Deno.readTextFile(at);
-      } catch (error) {
-        const why = error instanceof Deno.errors.NotFound
-          ? "file not found"
-          : (error as Error).message;
-        problems.push(
-          `${fileOf(["listeners"])}: listeners.${name}.tls.${part}: cannot read "${at}": ${why}`,
-        );
-      }
-    }
-    tls[name] = pem;
-  }
-  if (config.mqtt) resolveMqttPaths(config.mqtt, dirOf("mqtt"));
-  resolveModelPaths(config.models, config.ocr, dirOf("models"), dirOf("ocr"));
-  for (const [i, worker] of config.workers.entries()) {
-    worker.cwd = resolve(dirOf("workers"), worker.cwd ?? ".");
-    const program = worker.command[0];
-    if (program.includes("/")) worker.command[0] = resolve(worker.cwd, program);
-    worker.watch = worker.watch.map((glob) => resolve(worker.cwd!, glob));
-    const at = `${fileOf(["workers"])}: workers[${i}]`;
-    const cwdProblem = await checkReadable(worker.cwd, "directory");
-    if (cwdProblem) problems.push(`${at}.cwd: ${cwdProblem}`);
-    else if (!await findProgram(worker.command[0], worker.env.PATH ?? env("PATH") ?? "")) {
-      problems.push(
-        program.includes("/")
-          ? `${at}.command: "${worker.command[0]}" does not exist or is not executable`
-          : `${at}.command: "${program}" was not found on PATH (is it installed?)`,
-      );
-    }
-  }
-  for (const [i, route] of config.routes.entries()) {
-    if (!route.target.static) continue;
-    route.target.static.root = resolve(dirOf("routes"), route.target.static.root);
-    const problem = await checkReadable(route.target.static.root, "directory");
-    if (problem) {
-      problems.push(`${fileOf(["routes"])}: routes[${i}].target.static.root: ${problem}`);
-    }
+  const fingerprints: string[] = [];
+  for (const [key, section] of Object.entries(sections)) {
+    await section.resolve?.(config[key], {
+      dir: sectionDir.get(key) ?? baseDir,
+      env,
+      fingerprint: (text) => fingerprints.push(text),
+      report: (path, message) => problems.push(describe({ path, message })),
+    });
   }
   if (problems.length) throw new ConfigError(problems);
 
-  const hash = (await sha256Hex(JSON.stringify([config, tls]))).slice(0, 12);
-  return { config, document, file, files, tls, hash };
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(JSON.stringify([config, fingerprints])),
+  );
+  const hash = encodeHex(digest).slice(0, 12);
+  return { config, references: validated.references, document, file, files, hash };
 }

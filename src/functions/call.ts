@@ -1,9 +1,12 @@
 /**
  * Function calls over the bus. A function is served on `fn/<owner>/<name>`
- * (owner: a plugin, a language worker, or `model`); the request payload is
- * the JSON of the arguments, the reply payload the JSON of the result. A
- * failed call replies with meta `error` set to the error type and the JSON
- * `{ type, message, traceback? }` as payload. The caller's deadline travels in
+ * (owner: a plugin, a language worker, or `model`). In process, the
+ * arguments and the result travel as values (`BusMessage.value`, `replyValue`)
+ * and are serialised only where they leave the process or thread; a caller
+ * that sends bytes gets bytes: the JSON of the arguments and of the result.
+ * Both must be JSON-compatible (`jsonValueError`), in process as out of it.
+ * A failed call replies with meta `error` set to the error type and
+ * `{ type, message, traceback? }` as value. The caller's deadline travels in
  * meta `deadline` (epoch ms), so a function that calls another passes on what
  * is left of its own time, never more.
  *
@@ -11,7 +14,8 @@
  */
 
 import { type Bus, BusError, type Subscription } from "../bus/bus.ts";
-import type { MessageSource } from "../bus/message.ts";
+import { encodeValue, jsonValueError, type MessageSource, messageValue } from "../bus/message.ts";
+import { GatewayError, statusOfCode } from "../errors.ts";
 
 /** The kinds of owner a function reference may name. */
 export type FunctionOwnerKind = "plugin" | "worker" | "model";
@@ -73,7 +77,10 @@ export interface FunctionErrorBody {
 
 /**
  * A failed function call, carrying the callee's error type, message and
- * traceback across the bus.
+ * traceback across the bus. Its code is its type and its status the one
+ * `statusOfCode` gives that type (504 `timeout`, 503 `no_responder` and
+ * `overloaded`, 400 `bad_arguments`, 500 for the callee's own types); the
+ * traceback is its detail, for the log only.
  *
  * @example
  * ```ts
@@ -82,26 +89,20 @@ export interface FunctionErrorBody {
  * error.status; // 500
  * ```
  */
-export class FunctionCallError extends Error {
+export class FunctionCallError extends GatewayError {
   readonly type: string;
   readonly traceback?: string;
 
   constructor(body: FunctionErrorBody) {
-    super(body.message);
+    super(
+      statusOfCode(body.type),
+      body.type,
+      body.message,
+      body.traceback === undefined ? {} : { detail: { traceback: body.traceback } },
+    );
     this.name = "FunctionCallError";
     this.type = body.type;
     if (body.traceback !== undefined) this.traceback = body.traceback;
-  }
-
-  /** The HTTP status this error answers with. */
-  get status(): number {
-    const statuses: Record<string, number> = {
-      timeout: 504,
-      no_responder: 503,
-      overloaded: 503,
-      bad_arguments: 400,
-    };
-    return statuses[this.type] ?? 500;
   }
 
   /** The error as it travels on the bus and in HTTP error bodies. */
@@ -113,9 +114,6 @@ export class FunctionCallError extends Error {
     };
   }
 }
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** What a caller says about a call besides its arguments. */
 export interface CallOptions {
@@ -131,9 +129,10 @@ export interface CallOptions {
 
 /**
  * Calls the function `ref` (a reference string or a parsed {@link FunctionRef})
- * with `args` and resolves with its result. Rejects with a
- * {@link FunctionCallError}: the callee's own error, or `timeout`,
- * `no_responder`.
+ * with `args` and resolves with its result: in process, the very value the
+ * function returned. Rejects with a {@link FunctionCallError}: the callee's
+ * own error, or `timeout`, `no_responder`, `bad_arguments` (arguments that
+ * are not JSON-compatible).
  *
  * @example
  * ```ts
@@ -158,9 +157,12 @@ export async function callFunction(
   if (timeout <= 0) {
     throw new FunctionCallError({ type: "timeout", message: `no time left to call ${topic}` });
   }
+  const value = args ?? null;
+  const invalid = jsonValueError(value, "arguments");
+  if (invalid) throw new FunctionCallError({ type: "bad_arguments", message: invalid });
   let reply;
   try {
-    reply = await bus.request(topic, encoder.encode(JSON.stringify(args ?? null)), {
+    reply = await bus.request(topic, { value }, {
       source: options.source,
       meta: { ...options.meta, deadline: String(deadline) },
       timeout,
@@ -174,9 +176,9 @@ export async function callFunction(
     }
     throw error;
   }
-  const body = reply.payload.length === 0 ? null : JSON.parse(decoder.decode(reply.payload));
-  if (reply.meta.error !== undefined) throw new FunctionCallError(body as FunctionErrorBody);
-  return body;
+  const result = messageValue(reply);
+  if (reply.meta.error !== undefined) throw new FunctionCallError(result as FunctionErrorBody);
+  return result;
 }
 
 /** What a function handler learns about the call besides its arguments. */
@@ -193,9 +195,9 @@ export interface CallInfo {
  * Serves `handler` as the function `owner.name` on the bus (`name` may be
  * `+` to serve every function of the owner; `call.name` says which). Calls run
  * concurrently (the subscription only starts each one); a handler that throws
- * answers with its error (a {@link FunctionCallError} keeps its type, any other
- * error becomes its class name). Arguments that are not JSON answer
- * `bad_arguments`. Unsubscribe the returned subscription, or
+ * answers with its error (see {@link errorBody}). Arguments that are not JSON
+ * answer `bad_arguments`, a result that is not JSON-compatible `bad_result`.
+ * An in-process caller gets the result value itself, any other its JSON. Unsubscribe the returned subscription, or
  * `bus.unsubscribeOwner(owner)`, to stop serving.
  *
  * @example
@@ -223,20 +225,37 @@ export function serveFunction<Args>(
       source: message.source,
       meta: message.meta,
     };
+    const answer = message.replyValue ??
+      ((value: unknown, meta?: Record<string, string>) => reply(encodeValue(value), meta));
     let args: unknown;
     try {
-      args = message.payload.length === 0 ? null : JSON.parse(decoder.decode(message.payload));
+      args = messageValue(message);
     } catch (error) {
-      replyError(reply, { type: "bad_arguments", message: `arguments are not JSON: ${error}` });
+      answer(errorReply("bad_arguments", `arguments are not JSON: ${error}`), {
+        error: "bad_arguments",
+      });
       return;
     }
-    (async () => encoder.encode(JSON.stringify(await handler(args as Args, call) ?? null)))()
-      .then(reply, (error) => replyError(reply, errorBody(error)));
+    (async () => await handler(args as Args, call) ?? null)().then((result) => {
+      const invalid = jsonValueError(result, "result");
+      if (invalid) answer(errorReply("bad_result", invalid), { error: "bad_result" });
+      else answer(result);
+    }, (error) => {
+      const body = errorBody(error);
+      answer(body, { error: body.type });
+    });
   }, { owner, queueSize: 65536, overflow: "drop-newest" });
 }
 
+function errorReply(type: string, message: string): FunctionErrorBody {
+  return { type, message };
+}
+
 /**
- * The wire form of anything a handler threw.
+ * The wire form of anything a handler threw: a {@link FunctionCallError} as
+ * it came; an error with a code (a `GatewayError`) or a `type` under that
+ * name, so that the caller maps it to the same status; any other error under
+ * its class name.
  *
  * @example
  * ```ts
@@ -247,14 +266,12 @@ export function serveFunction<Args>(
 export function errorBody(error: unknown): FunctionErrorBody {
   if (error instanceof FunctionCallError) return error.toJSON();
   if (error instanceof Error) {
-    return { type: error.name, message: error.message, traceback: error.stack };
+    const { code, type } = error as Error & { code?: unknown; type?: unknown };
+    return {
+      type: typeof code === "string" ? code : typeof type === "string" ? type : error.name,
+      message: error.message,
+      ...(error.stack === undefined ? {} : { traceback: error.stack }),
+    };
   }
   return { type: "Error", message: String(error) };
-}
-
-function replyError(
-  reply: (payload: Uint8Array, meta?: Record<string, string>) => void,
-  body: FunctionErrorBody,
-): void {
-  reply(encoder.encode(JSON.stringify(body)), { error: body.type });
 }

@@ -18,7 +18,9 @@
  * - `raw`: bytes as they arrive, cut into frames of at most `maxLength`;
  *   encoding returns the payload unchanged.
  *
- * `maxLength` bounds the payload of a frame (what the decoder returns). A
+ * `maxLength` bounds the payload of a frame (what the decoder returns); a
+ * decoder's own limit may be changed while it runs (the workers socket
+ * accepts larger frames once a worker has said hello). A
  * stream that breaks the framing makes the decoder throw a {@link FrameError}
  * whose `offset` is the absolute stream offset of the problem; for a frame
  * over `maxLength` that is the frame's first byte plus `maxLength`, however
@@ -29,7 +31,7 @@
  * @module
  */
 
-import type { FramingConfig } from "../config/schema.ts";
+import type { FramingConfig } from "./config.ts";
 
 /** A stream that breaks its framing: a frame over the maximum or a malformed length field. */
 export class FrameError extends Error {
@@ -57,6 +59,12 @@ export interface FrameDecoder {
    * used after that.
    */
   push(chunk: Uint8Array): Uint8Array[];
+  /**
+   * The largest payload a frame may have: the codec's `maxLength` (in `fixed`
+   * mode its `size`, which frames always have) until changed. A change
+   * applies to every frame not yet complete.
+   */
+  maxLength: number;
 }
 
 /** A framing: decoders for incoming streams, and the encoder for replies. */
@@ -80,9 +88,13 @@ interface FrameScanner {
   /**
    * The first frame in `pending` (which starts `offset` bytes into the
    * stream) and how many bytes of `pending` it used, or undefined when more
-   * bytes are needed.
+   * bytes are needed. `maxLength` is the decoder's current limit.
    */
-  next(pending: Uint8Array, offset: number): { frame: Uint8Array; used: number } | undefined;
+  next(
+    pending: Uint8Array,
+    offset: number,
+    maxLength: number,
+  ): { frame: Uint8Array; used: number } | undefined;
 }
 
 type LengthFraming = Extract<FramingConfig, { type: "length" }>;
@@ -136,7 +148,7 @@ export function createFrameCodec(config: FramingConfig): FrameCodec {
       const noun = config.type === "line" ? "line" : "frame";
       return {
         decoder: () =>
-          new StreamDecoder(new DelimiterScanner(delimiter, config.maxLength, stripCr, noun)),
+          new StreamDecoder(new DelimiterScanner(delimiter, stripCr, noun), config.maxLength),
         encode: (payload) => {
           const framed = allocateEncoded(payload.length + delimiter.length);
           framed.set(payload);
@@ -155,12 +167,12 @@ export function createFrameCodec(config: FramingConfig): FrameCodec {
     }
     case "length":
       return {
-        decoder: () => new StreamDecoder(new LengthScanner(config)),
+        decoder: () => new StreamDecoder(new LengthScanner(config), config.maxLength),
         encode: (payload) => encodeLengthPrefixed(config, payload),
       };
     case "fixed":
       return {
-        decoder: () => new StreamDecoder(new FixedScanner(config.size)),
+        decoder: () => new StreamDecoder(new FixedScanner(config.size), config.size),
         encode: (payload) => {
           if (payload.length !== config.size) {
             throw new RangeError(
@@ -173,7 +185,7 @@ export function createFrameCodec(config: FramingConfig): FrameCodec {
     case "raw":
       if (config.maxLength < 1) throw new RangeError("raw framing needs a maxLength of at least 1");
       return {
-        decoder: () => new StreamDecoder(new RawScanner(config.maxLength)),
+        decoder: () => new StreamDecoder(new RawScanner(), config.maxLength),
         encode: (payload) => payload,
       };
   }
@@ -211,14 +223,16 @@ function indexOfSequence(bytes: Uint8Array, sequence: Uint8Array, from: number):
  */
 class StreamDecoder implements FrameDecoder {
   readonly #scanner: FrameScanner;
+  maxLength: number;
   #buffer = EMPTY;
   #start = 0;
   #end = 0;
   /** Stream offset of the first byte not yet consumed. */
   #offset = 0;
 
-  constructor(scanner: FrameScanner) {
+  constructor(scanner: FrameScanner, maxLength: number) {
     this.#scanner = scanner;
+    this.maxLength = maxLength;
   }
 
   push(chunk: Uint8Array): Uint8Array[] {
@@ -232,6 +246,7 @@ class StreamDecoder implements FrameDecoder {
         const found = this.#scanner.next(
           this.#buffer.subarray(this.#start, this.#end),
           this.#offset,
+          this.maxLength,
         );
         if (found === undefined) return frames;
         frames.push(found.frame);
@@ -241,7 +256,7 @@ class StreamDecoder implements FrameDecoder {
         this.#start = this.#end = 0;
       }
       for (;;) {
-        const found = this.#scanner.next(chunk.subarray(from), this.#offset);
+        const found = this.#scanner.next(chunk.subarray(from), this.#offset, this.maxLength);
         if (found === undefined) break;
         frames.push(found.frame);
         from += found.used;
@@ -282,31 +297,34 @@ class DelimiterScanner implements FrameScanner {
 
   constructor(
     readonly delimiter: Uint8Array,
-    readonly maxLength: number,
     readonly stripCr: boolean,
     readonly noun: string,
   ) {
     this.#slack = delimiter.length - 1 + (stripCr ? 1 : 0);
   }
 
-  next(pending: Uint8Array, offset: number): { frame: Uint8Array; used: number } | undefined {
+  next(
+    pending: Uint8Array,
+    offset: number,
+    maxLength: number,
+  ): { frame: Uint8Array; used: number } | undefined {
     const from = Math.max(0, this.#searched - this.delimiter.length + 1);
     const at = indexOfSequence(pending, this.delimiter, from);
     if (at < 0) {
-      if (pending.length > this.maxLength + this.#slack) this.#tooLong(offset);
+      if (pending.length > maxLength + this.#slack) this.#tooLong(offset, maxLength);
       this.#searched = pending.length;
       return undefined;
     }
     this.#searched = 0;
     const end = this.stripCr && at > 0 && pending[at - 1] === CR ? at - 1 : at;
-    if (end > this.maxLength) this.#tooLong(offset);
+    if (end > maxLength) this.#tooLong(offset, maxLength);
     return { frame: pending.subarray(0, end), used: at + this.delimiter.length };
   }
 
-  #tooLong(offset: number): never {
+  #tooLong(offset: number, maxLength: number): never {
     throw new FrameError(
-      `${this.noun} longer than the maximum of ${this.maxLength} bytes`,
-      offset + this.maxLength,
+      `${this.noun} longer than the maximum of ${maxLength} bytes`,
+      offset + maxLength,
     );
   }
 }
@@ -315,8 +333,12 @@ class DelimiterScanner implements FrameScanner {
 class LengthScanner implements FrameScanner {
   constructor(readonly config: LengthFraming) {}
 
-  next(pending: Uint8Array, offset: number): { frame: Uint8Array; used: number } | undefined {
-    const { headerOffset, bytes, lengthIncludesHeader, maxLength } = this.config;
+  next(
+    pending: Uint8Array,
+    offset: number,
+    maxLength: number,
+  ): { frame: Uint8Array; used: number } | undefined {
+    const { headerOffset, bytes, lengthIncludesHeader } = this.config;
     const prefix = headerOffset + bytes;
     if (pending.length < prefix) return undefined;
     const length = readLength(pending, headerOffset, bytes, this.config.endian === "little");
@@ -383,11 +405,13 @@ class FixedScanner implements FrameScanner {
 
 /** `raw` frames: whatever arrived, at most `maxLength` at a time. */
 class RawScanner implements FrameScanner {
-  constructor(readonly maxLength: number) {}
-
-  next(pending: Uint8Array): { frame: Uint8Array; used: number } | undefined {
+  next(
+    pending: Uint8Array,
+    _offset: number,
+    maxLength: number,
+  ): { frame: Uint8Array; used: number } | undefined {
     if (pending.length === 0) return undefined;
-    const used = Math.min(pending.length, this.maxLength);
+    const used = Math.min(pending.length, maxLength);
     return { frame: pending.subarray(0, used), used };
   }
 }

@@ -18,8 +18,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { ServeHandler } from "../router/app.ts";
-import { HttpListener } from "./http.ts";
+import type { Change, Participant } from "../module.ts";
 
 const logger = getLogger(["gateway", "listener"]);
 
@@ -27,6 +26,10 @@ const logger = getLogger(["gateway", "listener"]);
 export interface ListenerModule {
   start(): void | Promise<void>;
   stop(): Promise<void>;
+  /** The URL clients use (HTTP listeners). */
+  readonly url?: string;
+  /** The bound port (TCP and UDP listeners; useful when the config asked for port 0). */
+  readonly port?: number;
 }
 
 /** A listener the new config wants. */
@@ -36,18 +39,13 @@ export interface PlannedListener {
   /** The address and every setting: an equal key means the running listener can stay. */
   key: string;
   create(): ListenerModule;
-  /** For HTTP listeners: the handler of the new config. */
-  handler?: ServeHandler;
+  /** Called at commit on a running listener kept for this plan (an HTTP listener takes the new handler). */
+  adopt?(module: ListenerModule): void;
 }
 
 interface Live {
   planned: PlannedListener;
   module: ListenerModule;
-}
-
-/** A prepared change of the listener set, committed at the switch. */
-export interface ListenerChange {
-  commit(): void;
 }
 
 const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
@@ -69,14 +67,16 @@ function conflicts(a: string, b: string): boolean {
  *
  * @example
  * ```ts
+ * import { References } from "../config/references.ts";
  * import { ListenerSet } from "./set.ts";
  * const listeners = new ListenerSet();
- * const change = await listeners.prepare(new Map());
- * change.commit();
+ * const context = { starting: true, dataDir: "/tmp/gw", references: new References() };
+ * const change = await listeners.prepare(new Map(), context);
+ * await change.commit();
  * await listeners.stop();
  * ```
  */
-export class ListenerSet {
+export class ListenerSet implements Participant<ReadonlyMap<string, PlannedListener>> {
   #live = new Map<string, Live>();
 
   /** Every running listener id and module. */
@@ -87,13 +87,31 @@ export class ListenerSet {
   /**
    * Starts every listener the new config needs that is not running as it
    * wants it. Throws, after undoing everything it did, when one cannot start;
-   * otherwise returns the change to commit at the switch.
+   * otherwise returns the change: commit switches to the new set (stopping
+   * listeners no longer wanted), abort stops what was bound and starts again
+   * what had to make room.
    */
-  async prepare(planned: ReadonlyMap<string, PlannedListener>): Promise<ListenerChange> {
+  async prepare(planned: ReadonlyMap<string, PlannedListener>): Promise<Change> {
     const unclaimed = new Map(this.#live);
     const next = new Map<string, Live>();
     const bound: ListenerModule[] = [];
     const stoppedOld: [string, Live][] = [];
+    const abort = async () => {
+      await Promise.all(bound.map((module) => module.stop()));
+      for (const [oldId, live] of stoppedOld) {
+        const revived = live.planned.create();
+        try {
+          await revived.start();
+          this.#live.set(oldId, { planned: live.planned, module: revived });
+        } catch (restartError) {
+          this.#live.delete(oldId);
+          logger.error("listener {id} could not be started again: {error}", {
+            id: oldId,
+            error: restartError,
+          });
+        }
+      }
+    };
     try {
       for (const [id, plan] of planned) {
         const kept = [...unclaimed].find(([, live]) => live.planned.key === plan.key);
@@ -114,28 +132,13 @@ export class ListenerSet {
         next.set(id, { planned: plan, module });
       }
     } catch (error) {
-      await Promise.all(bound.map((module) => module.stop()));
-      for (const [oldId, live] of stoppedOld) {
-        const revived = live.planned.create();
-        try {
-          await revived.start();
-          this.#live.set(oldId, { planned: live.planned, module: revived });
-        } catch (restartError) {
-          this.#live.delete(oldId);
-          logger.error("listener {id} could not be started again: {error}", {
-            id: oldId,
-            error: restartError,
-          });
-        }
-      }
+      await abort();
       throw error;
     }
     return {
       commit: () => {
         for (const live of next.values()) {
-          if (live.module instanceof HttpListener && live.planned.handler) {
-            live.module.setHandler(live.planned.handler);
-          }
+          if (!bound.includes(live.module)) live.planned.adopt?.(live.module);
         }
         this.#live = next;
         for (const live of unclaimed.values()) {
@@ -144,6 +147,7 @@ export class ListenerSet {
           );
         }
       },
+      abort,
     };
   }
 

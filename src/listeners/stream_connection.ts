@@ -2,9 +2,10 @@
  * What the TCP and Unix-socket listeners share: {@link StreamServer}, the
  * accept loop that outlives accept errors such as EMFILE ("Too many open
  * files"); {@link admitConnection}, which asks the connection manager to take
- * a new socket; and {@link serveFramedConnection}, which serves one socket in
- * bus mode: frames to the bus, replies framed back through a bounded,
- * serialised write queue.
+ * a new socket; {@link serveFramedConnection}, which serves one socket in
+ * bus mode: frames to the bus, replies framed back; and {@link FrameWriter},
+ * the bounded, serialised write queue of those replies (and of the frames to
+ * language workers).
  *
  * @module
  */
@@ -15,6 +16,7 @@ import type { Connection, ConnectionHandle, ConnectionLimits } from "../connecti
 import type { ConnectionManager } from "../connections/manager.ts";
 import type { TemplateValues } from "../bus/topic_template.ts";
 import { type FrameCodec, FrameError } from "./framing.ts";
+import { concat } from "../util/concat.ts";
 
 /** What a socket listener needs from the rest of the gateway. */
 export interface ListenerServices {
@@ -295,7 +297,10 @@ export async function serveFramedConnection(
     writer.close();
     closeQuietly(conn);
   };
-  const writer = new FrameWriter(conn, (bytes, frames) => connection?.sent(bytes, frames), close);
+  const writer = new FrameWriter(conn, {
+    written: (bytes, frames) => connection?.sent(bytes, frames),
+    fail: close,
+  });
   const connection = admitConnection(conn, peer, serving, services.connections, {
     send(payload) {
       if (!writer.write(codec.encode(payload))) {
@@ -439,35 +444,74 @@ export function closeQuietly(closable: { close(): void }): void {
   }
 }
 
+/** How a {@link FrameWriter} reports what it wrote and why it gave up. */
+export interface FrameWriterOptions {
+  /**
+   * Bytes that may wait (counting the write in progress) before the
+   * connection is closed as a slow consumer; default {@link SEND_QUEUE_LIMIT}.
+   */
+  limit?: number;
+  /** Called after each write with its bytes and the frames they held. */
+  written?: (bytes: number, frames: number) => void;
+  /** Called once when writing fails or the peer falls behind; it should close the connection. */
+  fail: (reason: string) => void;
+}
+
 /**
  * The write side of a connection: frames are queued and written in order by
  * one loop (consecutive frames coalesced into one write), so they never
- * interleave. More than {@link SEND_QUEUE_LIMIT} bytes waiting (counting
- * the write in progress) closes the connection through `fail`; a single
- * frame is always accepted when nothing is waiting.
+ * interleave. More than `limit` bytes waiting (counting the write in
+ * progress) closes the connection through `fail`; a single frame is always
+ * accepted when nothing is waiting.
+ *
+ * @example
+ * ```ts
+ * import { FrameWriter } from "./stream_connection.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * const server = await listener.accept();
+ * const writer = new FrameWriter(server, { fail: () => server.close() });
+ * writer.write(new TextEncoder().encode("one\n"));
+ * writer.write(new TextEncoder().encode("two\n"));
+ * writer.pending; // 8 bytes not yet written
+ * await writer.flushed();
+ * writer.close();
+ * for (const closable of [client, server, listener]) closable.close();
+ * ```
  */
-class FrameWriter {
+export class FrameWriter {
+  readonly #conn: Deno.Conn;
+  readonly #limit: number;
+  readonly #written: (bytes: number, frames: number) => void;
+  readonly #fail: (reason: string) => void;
   #queue: Uint8Array[] = [];
   /** Bytes queued or being written. */
   #pending = 0;
   #flushing?: Promise<void>;
   #closed = false;
 
-  constructor(
-    readonly conn: Deno.Conn,
-    readonly written: (bytes: number, frames: number) => void,
-    readonly fail: (reason: string) => void,
-  ) {}
+  constructor(conn: Deno.Conn, options: FrameWriterOptions) {
+    this.#conn = conn;
+    this.#limit = options.limit ?? SEND_QUEUE_LIMIT;
+    this.#written = options.written ?? (() => {});
+    this.#fail = options.fail;
+  }
 
+  /** Whether it was closed (by {@link close}, or because writing failed). */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Bytes queued or being written. */
+  get pending(): number {
+    return this.#pending;
   }
 
   /** Queues one frame; false when the connection is closed, or was just closed for falling behind. */
   write(frame: Uint8Array): boolean {
     if (this.#closed) return false;
-    if (this.#pending > 0 && this.#pending + frame.length > SEND_QUEUE_LIMIT) {
-      this.fail(`slow consumer: ${this.#pending} bytes of replies not yet written`);
+    if (this.#pending > 0 && this.#pending + frame.length > this.#limit) {
+      this.#fail(`slow consumer: ${this.#pending} bytes not yet written`);
       return false;
     }
     this.#queue.push(frame);
@@ -502,13 +546,13 @@ class FrameWriter {
           }
         }
         // Most writes take everything at once; writeAll only for the rest.
-        const written = await this.conn.write(bytes);
-        if (written < size) await writeAll(this.conn, bytes.subarray(written));
+        const written = await this.#conn.write(bytes);
+        if (written < size) await writeAll(this.#conn, bytes.subarray(written));
         this.#pending -= size;
-        this.written(size, frames.length);
+        this.#written(size, frames.length);
       }
     } catch (error) {
-      if (!this.#closed) this.fail(`write failed: ${(error as Error).message}`);
+      if (!this.#closed) this.#fail(`write failed: ${(error as Error).message}`);
     } finally {
       this.#flushing = undefined;
     }

@@ -8,7 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { TcpListenerConfig } from "../config/schema.ts";
+import type { TcpListenerConfig } from "./config.ts";
 import type { Upstream, UpstreamTarget } from "../upstreams/upstream.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
 import { createFrameCodec } from "./framing.ts";
@@ -26,7 +26,7 @@ import {
 
 /** What a TCP listener needs: the bus and connection manager, and the upstreams for proxy mode. */
 export interface TcpListenerServices extends ListenerServices {
-  upstreams: ReadonlyMap<string, Upstream>;
+  upstreams: Pick<ReadonlyMap<string, Upstream>, "get">;
 }
 
 const RELAY_BUFFER_SIZE = 16 * 1024;
@@ -48,7 +48,7 @@ const logger = getLogger(["gateway", "listener"]);
  * ```ts
  * import { TcpListener } from "./tcp.ts";
  * import { Bus } from "../bus/bus.ts";
- * import { TcpListenerConfig } from "../config/schema.ts";
+ * import { TcpListenerConfig } from "./config.ts";
  * import type { Connection } from "../connections/connection.ts";
  *
  * const bus = new Bus();

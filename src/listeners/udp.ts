@@ -8,7 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { UdpListenerConfig } from "../config/schema.ts";
+import type { UdpListenerConfig } from "./config.ts";
 import type { Bus } from "../bus/bus.ts";
 import type { Connection } from "../connections/connection.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
@@ -28,7 +28,7 @@ export interface UdpListenerDeps {
  * @example
  * ```ts
  * import { UdpListener } from "./udp.ts";
- * import { UdpListenerConfig } from "../config/schema.ts";
+ * import { UdpListenerConfig } from "./config.ts";
  * import { Bus } from "../bus/bus.ts";
  * import { ConnectionManager } from "../connections/manager.ts";
  * import { MetricsRegistry } from "../observability/metrics.ts";

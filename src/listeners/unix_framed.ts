@@ -7,7 +7,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { UnixListenerConfig } from "../config/schema.ts";
+import type { UnixListenerConfig } from "./config.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
 import { createFrameCodec } from "./framing.ts";
 import { ListenError } from "./listen_error.ts";
@@ -35,7 +35,7 @@ const logger = getLogger(["gateway", "listener"]);
  * ```ts
  * import { UnixFramedListener } from "./unix_framed.ts";
  * import { Bus } from "../bus/bus.ts";
- * import { UnixListenerConfig } from "../config/schema.ts";
+ * import { UnixListenerConfig } from "./config.ts";
  * import type { Connection } from "../connections/connection.ts";
  *
  * const connections = {

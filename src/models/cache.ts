@@ -6,6 +6,8 @@
  */
 
 import type { Tensor } from "./tensor.ts";
+import { concat } from "../util/concat.ts";
+import { encodeHex } from "../util/hex.ts";
 
 /**
  * The SHA-256 (hex) of a set of named tensors, independent of key order.
@@ -24,14 +26,7 @@ export async function hashInputs(feeds: Record<string, Tensor>): Promise<string>
     parts.push(encoder.encode(`${name}\0${type}\0${dims.join(",")}\0`));
     parts.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
-  const all = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    all.set(part, offset);
-    offset += part.length;
-  }
-  const digest = await crypto.subtle.digest("SHA-256", all);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return encodeHex(await crypto.subtle.digest("SHA-256", concat(parts)));
 }
 
 /**

@@ -1,13 +1,14 @@
 /**
  * The config of in-process inference: `models` (the ONNX models the gateway
  * serves), `inference` (the worker pool) and `ocr` (the document-reading
- * pipeline and its field templates). Imported by `src/config/schema.ts`.
+ * pipeline and its field templates). Its sections are listed in `src/sections.ts`.
  *
  * @module
  */
 
 import { z } from "zod";
 import { resolve } from "node:path";
+import type { ConfigSection } from "../config/section.ts";
 import { Duration, Size } from "../config/units.ts";
 
 const Name = z.string().regex(/^[A-Za-z0-9_-]+$/, "model names use letters, digits, '_' and '-'");
@@ -141,6 +142,13 @@ export const OcrTargetConfig = z.strictObject({
   ),
 });
 
+/** The sections the models module owns. */
+export interface ModelsSlice {
+  models: ModelConfig[];
+  inference: InferenceConfig;
+  ocr: OcrConfig;
+}
+
 /** One model's validated config. */
 export type ModelConfig = z.output<typeof ModelConfig>;
 /** The validated inference pool settings. */
@@ -156,26 +164,37 @@ export type OcrFieldConfig = z.output<typeof OcrFieldConfig>;
 /** An element type name. */
 export type TensorType = (typeof TENSOR_TYPES)[number];
 
-/**
- * Makes the file paths of `models` and `ocr` absolute, relative to the
- * directory of the file each section is written in; `npm:` paths stay as
- * they are (found in the package when loaded).
- *
- * @example
- * ```ts
- * import { resolveModelPaths } from "./config.ts";
- * // resolveModelPaths(config.models, config.ocr, "/etc/gateway", "/etc/gateway");
- * ```
- */
-export function resolveModelPaths(
-  models: ModelConfig[],
-  ocr: OcrConfig,
-  modelsDir: string,
-  ocrDir: string,
-): void {
-  const file = (dir: string, path: string) => path.startsWith("npm:") ? path : resolve(dir, path);
-  for (const model of models) model.path = file(modelsDir, model.path);
-  for (const key of ["detection", "recognition", "classifier", "keys"] as const) {
-    ocr[key] = file(ocrDir, ocr[key]);
-  }
+/** A path to a model file: `npm:` paths stay as they are (found in the package when loaded). */
+function modelFile(dir: string, path: string): string {
+  return path.startsWith("npm:") ? path : resolve(dir, path);
 }
+
+/** The `models` section: ONNX models by name; defines the name kind `model`. */
+export const modelsSection = {
+  schema: ModelsConfig.default([]).describe("ONNX models run in-process (WebAssembly)"),
+  defines: {
+    model: (models) => models.map((model, i) => ({ name: model.name, path: ["models", i] })),
+  },
+  resolve(models, { dir }) {
+    for (const model of models) model.path = modelFile(dir, model.path);
+  },
+} satisfies ConfigSection<z.ZodDefault<typeof ModelsConfig>>;
+
+/** The `inference` section: the inference Worker pool. */
+export const inferenceSection = {
+  schema: InferenceConfig.prefault({}),
+} satisfies ConfigSection;
+
+/** The `ocr` section: the OCR pipeline; defines the name kind `ocr-template`. */
+export const ocrSection = {
+  schema: OcrConfig.prefault({}),
+  defines: {
+    "ocr-template": (ocr) =>
+      Object.keys(ocr.templates).map((name) => ({ name, path: ["ocr", "templates", name] })),
+  },
+  resolve(ocr, { dir }) {
+    for (const key of ["detection", "recognition", "classifier", "keys"] as const) {
+      ocr[key] = modelFile(dir, ocr[key]);
+    }
+  },
+} satisfies ConfigSection<z.ZodPrefault<typeof OcrConfig>>;

@@ -1,10 +1,11 @@
 /**
  * The route targets of in-process inference: `model` (JSON tensors in, JSON
  * tensors out; `POST /models/:name/infer`) and `ocr` (a PNG or JPEG in, the
- * lines, text and template fields out; `POST /ocr`). Errors are the
- * gateway's JSON errors with the status the failure calls for: 400 for
- * inputs that do not fit, 404 for an unknown model, 413 for a too-large
- * image, 503 for a model that failed to load, 504 for a run past its time.
+ * lines, text and template fields out; `POST /ocr`). Failures answer through
+ * `errorResponse`, with the status the same failure has on a
+ * `function: model:<name>` route: 400 for inputs that do not fit, 404 for an
+ * unknown model, 413 for a too-large image, 503 for a model that failed to
+ * load, 504 for a run past its time.
  *
  * @module
  */
@@ -13,6 +14,7 @@ import type { ModelTargetConfig, OcrTargetConfig } from "./config.ts";
 import type { InferRequest, ModelRegistry } from "./registry.ts";
 import { jsonError } from "../pipeline/errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
+import { concat } from "../util/concat.ts";
 
 function errorResponse(error: unknown, requestId: string): Response {
   const { status, code, type, name, message } = error as {
@@ -46,13 +48,7 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array | u
     if (size > limit) return undefined;
     chunks.push(chunk);
   }
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return body;
+  return concat(chunks);
 }
 
 /**

@@ -7,7 +7,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { GatewayConfig } from "../config/schema.ts";
+import { GatewayError } from "../errors.ts";
+import type { ModelsSlice } from "./config.ts";
 import { InferencePool } from "./pool.ts";
 import { resolveModelFile } from "./model_path.ts";
 import { ServedModel } from "./served_model.ts";
@@ -30,10 +31,9 @@ export type OcrAnswer = OcrResult & { fields?: Record<string, string | null> };
  * new UnknownModelError("nope").status; // 404
  * ```
  */
-export class UnknownModelError extends Error {
-  readonly status = 404;
+export class UnknownModelError extends GatewayError {
   constructor(name: string) {
-    super(`no model named "${name}" is configured`);
+    super(404, "unknown_model", `no model named "${name}" is configured`);
     this.name = "UnknownModelError";
   }
 }
@@ -59,7 +59,7 @@ export class ModelSet {
   #inflight = 0;
   #idle = Promise.withResolvers<void>();
 
-  constructor(config: GatewayConfig, readonly metrics: ModelMetrics) {
+  constructor(config: ModelsSlice, readonly metrics: ModelMetrics) {
     this.pool = new InferencePool(config.inference);
     for (const model of config.models) {
       let file: string | Error;

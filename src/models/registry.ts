@@ -10,9 +10,9 @@
 
 import type { Hono } from "hono";
 import type { Bus, Subscription } from "../bus/bus.ts";
-import type { GatewayConfig } from "../config/schema.ts";
+import type { ModelsSlice } from "./config.ts";
 import { FunctionCallError, serveFunction } from "../functions/call.ts";
-import type { GatewayModule, ModuleChange } from "../module.ts";
+import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
 import { type ModelMetrics, modelMetrics } from "./metrics.ts";
 import { ModelSet, type OcrAnswer } from "./model_set.ts";
@@ -43,8 +43,9 @@ export interface InferRequest {
  * await registry.stop();
  * ```
  */
-export class ModelRegistry implements GatewayModule {
+export class ModelRegistry implements GatewayModule<ModelsSlice> {
   readonly name = "models";
+  readonly sections = ["models", "inference", "ocr"] as const;
   readonly #metrics: ModelMetrics;
   #current?: { key: string; set: ModelSet; timeout: number };
   #functions: Subscription[] = [];
@@ -54,7 +55,7 @@ export class ModelRegistry implements GatewayModule {
   }
 
   /** Builds the models of `config` (eager ones loaded) unless they are unchanged. */
-  async prepare(config: GatewayConfig): Promise<ModuleChange> {
+  async prepare(config: ModelsSlice, _context: PrepareContext): Promise<Change> {
     const key = JSON.stringify([config.models, config.inference, config.ocr]);
     if (this.#current?.key === key) return { commit() {}, abort() {} };
     const set = new ModelSet(config, this.#metrics);

@@ -15,6 +15,7 @@ import { hashInputs, LruCache } from "./cache.ts";
 import { type JsonTensor, parseInputs, type Tensor, tensorToJson } from "./tensor.ts";
 import type { ModelMetrics } from "./metrics.ts";
 import { LatencyWindow } from "../observability/latency.ts";
+import { GatewayError } from "../errors.ts";
 
 const logger = getLogger(["gateway", "models"]);
 
@@ -178,8 +179,8 @@ export class ServedModel {
 }
 
 /**
- * A model that could not be loaded: answered 503 with the path and the
- * runtime's message.
+ * A model that could not be loaded: answered 503; the path and the
+ * runtime's message are its detail, for the log and the admin API.
  *
  * @example
  * ```ts
@@ -187,10 +188,9 @@ export class ServedModel {
  * new ModelUnavailableError("add", "/m/add.onnx: protobuf parsing failed").status; // 503
  * ```
  */
-export class ModelUnavailableError extends Error {
-  readonly status = 503;
+export class ModelUnavailableError extends GatewayError {
   constructor(model: string, reason: string) {
-    super(`model "${model}" is not available: ${reason}`);
+    super(503, "model_unavailable", `model "${model}" is not available`, { detail: { reason } });
     this.name = "ModelUnavailableError";
   }
 }

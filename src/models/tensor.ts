@@ -9,6 +9,7 @@
  */
 
 import { TENSOR_TYPES, type TensorType } from "./config.ts";
+import { GatewayError } from "../errors.ts";
 
 /** A tensor with its data in a typed array (transferable to a Worker). */
 export interface Tensor {
@@ -53,10 +54,9 @@ export interface TensorSignature {
  * new TensorError("inputs.a: expected float32").status; // 400
  * ```
  */
-export class TensorError extends Error {
-  readonly status = 400;
+export class TensorError extends GatewayError {
   constructor(message: string) {
-    super(message);
+    super(400, "bad_arguments", message);
     this.name = "TensorError";
   }
 }

@@ -8,6 +8,8 @@
  */
 
 import { Buffer } from "node:buffer";
+import { encodeHex } from "../util/hex.ts";
+import { timingSafeEqual } from "../util/timing_safe_equal.ts";
 
 const encoder = new TextEncoder();
 const DEFAULT_ITERATIONS = 210_000;
@@ -64,10 +66,7 @@ export async function verifyPassword(password: Uint8Array, encoded: string): Pro
   if (scheme !== "pbkdf2-sha256" || !/^\d+$/.test(iterations ?? "")) return false;
   const expected = Buffer.from(hash ?? "", "base64");
   const actual = await derive(password, Buffer.from(salt ?? "", "base64"), Number(iterations));
-  if (expected.length !== actual.length) return false;
-  let difference = 0;
-  for (let i = 0; i < actual.length; i++) difference |= actual[i] ^ expected[i];
-  return difference === 0;
+  return timingSafeEqual(actual, expected);
 }
 
 /**
@@ -103,9 +102,9 @@ export class Authenticator {
       return false;
     }
     const user = this.users[username];
-    const digest = Buffer.from(
+    const digest = encodeHex(
       await crypto.subtle.digest("SHA-256", password as Uint8Array<ArrayBuffer>),
-    ).toString("hex");
+    );
     if (this.#verified.get(username) === digest) return true;
     if (!await verifyPassword(password, user.password)) return false;
     this.#verified.set(username, digest);

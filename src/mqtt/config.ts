@@ -10,12 +10,9 @@ import { resolve } from "node:path";
 import { z } from "zod";
 import { Duration, Size } from "../config/units.ts";
 import { filterError, topicError } from "../bus/topic.ts";
+import { Name, Port } from "../config/fields.ts";
+import type { ConfigSection } from "../config/section.ts";
 
-const Name = z.string().regex(
-  /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/,
-  "names use letters, digits, '_', '.' and '-'",
-);
-const Port = z.number().int().min(0).max(65535);
 const Qos = z.union([z.literal(0), z.literal(1), z.literal(2)]);
 
 /** A topic filter; `%c` and `%u` stand for the client id and the user name in ACL rules. */
@@ -196,3 +193,30 @@ export function resolveMqttPaths(mqtt: MqttConfig, baseDir: string): void {
     }
   }
 }
+
+/**
+ * The `mqtt` section; absent means no broker. It defines `mqtt-broker`
+ * (`embedded`, for `mqtt` route targets) and checks that no broker listener
+ * takes an address a listener of the `listeners` section binds.
+ */
+export const mqttSection = {
+  schema: MqttConfig.optional().describe("the embedded MQTT broker and its bridges"),
+  defines: {
+    "mqtt-broker": (mqtt) => mqtt ? [{ name: "embedded", path: ["mqtt"] }] : [],
+  },
+  check(mqtt, references, report) {
+    for (const [name, listener] of Object.entries(mqtt?.listeners ?? {})) {
+      const address = `tcp:${listener.host}:${listener.port}`;
+      const other = references.get("address", address);
+      if (other && listener.port !== 0) {
+        report(
+          ["mqtt", "listeners", name, "port"],
+          `MQTT listener "${name}" uses ${address}, already used by listener "${other.detail}"`,
+        );
+      }
+    }
+  },
+  resolve(mqtt, { dir }) {
+    if (mqtt) resolveMqttPaths(mqtt, dir);
+  },
+} satisfies ConfigSection<z.ZodOptional<typeof MqttConfig>>;

@@ -20,9 +20,8 @@ import { dirname, join } from "node:path";
 import type { Hono } from "hono";
 import { getLogger } from "@logtape/logtape";
 import type { Bus } from "../bus/bus.ts";
-import type { GatewayConfig } from "../config/schema.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
-import type { GatewayModule, ModuleChange } from "../module.ts";
+import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
 import { Acl } from "./acl.ts";
 import { Authenticator } from "./auth.ts";
@@ -74,8 +73,10 @@ interface State {
  * // const change = await mqtt.prepare(config); await change.commit(); await mqtt.stop();
  * ```
  */
-export class MqttModule implements GatewayModule, MqttWebSocketHost {
+export class MqttModule
+  implements GatewayModule<{ mqtt: MqttConfig | undefined }>, MqttWebSocketHost {
   readonly name = "mqtt";
+  readonly sections = ["mqtt"] as const;
   #broker?: MqttBroker;
   #link?: BusBridge;
   #state?: State;
@@ -171,7 +172,10 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
     this.#broker.handle(stream, origin);
   }
 
-  async prepare(config: GatewayConfig): Promise<ModuleChange> {
+  async prepare(
+    config: { mqtt: MqttConfig | undefined },
+    context: PrepareContext,
+  ): Promise<Change> {
     const mqtt = config.mqtt;
     if (!mqtt) {
       return {
@@ -202,8 +206,8 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
       if (!this.#broker) {
         const { MqttBroker } = await import("./broker.ts");
         const { KvPersistence } = await import("./persistence.ts");
-        await Deno.mkdir(config.storage.dataDir, { recursive: true });
-        const kv = await Deno.openKv(join(config.storage.dataDir, SESSIONS_FILE));
+        await Deno.mkdir(context.dataDir, { recursive: true });
+        const kv = await Deno.openKv(join(context.dataDir, SESSIONS_FILE));
         const persistence = new KvPersistence(kv, mqtt.sessions, (what, count) => {
           this.#sessionsDropped.labels({ what }).inc(count);
         });
@@ -247,7 +251,7 @@ export class MqttModule implements GatewayModule, MqttWebSocketHost {
       }
 
       const bridges = new Map<string, RunningBridge>();
-      const storePath = join(config.storage.dataDir, QUEUE_FILE);
+      const storePath = join(context.dataDir, QUEUE_FILE);
       for (const [name, bridgeConfig] of Object.entries(mqtt.bridges)) {
         const key = JSON.stringify([storePath, bridgeConfig]);
         const kept = previous?.bridges.get(name);

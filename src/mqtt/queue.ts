@@ -23,6 +23,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { MqttQueueConfig } from "./config.ts";
 import { commitInBatches, type KvMutation, payloadParts } from "../storage/kv_writes.ts";
+import { concat } from "../util/concat.ts";
 
 const logger = getLogger(["gateway", "mqtt", "queue"]);
 const encoder = new TextEncoder();
@@ -434,14 +435,4 @@ export class ForwardQueue {
 
 function byteSize(topic: string, payload: Uint8Array): number {
   return encoder.encode(topic).byteLength + payload.byteLength;
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const result = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    result.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return result;
 }

@@ -12,7 +12,7 @@ import {
   getTextFormatter,
   jsonLinesFormatter,
 } from "@logtape/logtape";
-import type { GatewayConfig } from "../config/schema.ts";
+import type { GatewayConfig } from "../sections.ts";
 
 type LogConfig = GatewayConfig["log"];
 

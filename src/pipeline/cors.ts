@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { CorsConfig } from "../config/schema.ts";
+import type { CorsConfig } from "./config.ts";
 import { jsonError } from "./errors.ts";
 import type { Stage } from "./stage.ts";
 
@@ -80,7 +80,7 @@ export function createCorsStage(config: CorsConfig): Stage {
         return jsonError(
           403,
           "cors_origin_denied",
-          `origin ${origin} may not call this route`,
+          "this origin may not call this route",
           c.env.requestId,
           echoesOrigin ? { vary: "Origin" } : undefined,
         );

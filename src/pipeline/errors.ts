@@ -1,13 +1,15 @@
 /**
- * The one shape of every error the gateway itself answers with:
- * `{ "error": { "status", "code", "message", "requestId" } }`.
+ * The error response of a status, code and message, for the modules that
+ * build one directly; it is {@link errorResponse} of a {@link GatewayError}.
  *
  * @module
  */
 
+import { errorResponse, GatewayError } from "../errors.ts";
+
 /**
- * Builds a JSON error response; with a request id, it is also sent as the
- * `X-Request-Id` header.
+ * Builds a JSON error response through {@link errorResponse}; with a request
+ * id, it is also sent as the `X-Request-Id` header.
  *
  * @example
  * ```ts
@@ -23,10 +25,5 @@ export function jsonError(
   requestId?: string,
   headers?: HeadersInit,
 ): Response {
-  const response = Response.json({ error: { status, code, message, requestId } }, {
-    status,
-    headers,
-  });
-  if (requestId) response.headers.set("x-request-id", requestId);
-  return response;
+  return errorResponse(new GatewayError(status, code, message, { headers }), requestId);
 }

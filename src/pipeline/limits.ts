@@ -10,12 +10,13 @@
  * @module
  */
 
-import type { LimitsConfig } from "../config/schema.ts";
+import type { LimitsConfig } from "./config.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import { jsonError } from "./errors.ts";
 import type { Stage } from "./stage.ts";
 
-/** The error a limited body stream fails with once it has passed `maxBodySize` bytes. */
-export class BodyTooLargeError extends Error {
+/** The error a limited body stream fails with once it has passed `maxBodySize` bytes: 413. */
+export class BodyTooLargeError extends GatewayError {
   /**
    * Creates the error for a limit of `maxBodySize` bytes.
    *
@@ -26,7 +27,7 @@ export class BodyTooLargeError extends Error {
    * ```
    */
   constructor(readonly maxBodySize: number) {
-    super(`request body is larger than ${maxBodySize} bytes`);
+    super(413, "body_too_large", `request body is larger than ${maxBodySize} bytes`);
     this.name = "BodyTooLargeError";
   }
 }
@@ -109,10 +110,5 @@ export function createLimitsStage(config: LimitsConfig): Stage | null {
 }
 
 function bodyTooLarge(maxBodySize: number, requestId: string): Response {
-  return jsonError(
-    413,
-    "body_too_large",
-    `request body is larger than ${maxBodySize} bytes`,
-    requestId,
-  );
+  return errorResponse(new BodyTooLargeError(maxBodySize), requestId);
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { RateLimitConfig } from "../config/schema.ts";
+import type { RateLimitConfig } from "./config.ts";
 import { jsonError } from "./errors.ts";
 import type { Stage } from "./stage.ts";
 
@@ -22,6 +22,8 @@ export interface RateLimitOptions {
   now?: () => number;
   /** Most client buckets kept at once (default 10 000); see {@link ClientBuckets}. */
   maxClients?: number;
+  /** The buckets to spend, kept by a {@link RateLimitPool}; new ones when absent. */
+  buckets?: RouteBuckets;
 }
 
 const DEFAULT_MAX_CLIENTS = 10_000;
@@ -186,6 +188,92 @@ export class ClientBuckets {
   }
 }
 
+/** The buckets behind one route's limits. */
+export interface RouteBuckets {
+  /** One bucket per client address (`perClient`). */
+  clients?: ClientBuckets;
+  /** One bucket for the whole route (`total`). */
+  route?: TokenBucket;
+}
+
+/**
+ * New, full buckets for the limits `config` sets, at time `now`.
+ *
+ * @example
+ * ```ts
+ * import { createRouteBuckets } from "./rate_limit.ts";
+ * const { route } = createRouteBuckets({ total: { rate: 1, per: 1000 } }, performance.now());
+ * route?.take(performance.now()); // true
+ * ```
+ */
+export function createRouteBuckets(
+  config: RateLimitConfig,
+  now: number,
+  maxClients: number = DEFAULT_MAX_CLIENTS,
+): RouteBuckets {
+  return {
+    clients: config.perClient && new ClientBuckets(config.perClient, maxClients),
+    route: config.total && new TokenBucket(config.total, now),
+  };
+}
+
+/** The buckets of one route table being built; see {@link RateLimitPool.prepare}. */
+export interface PreparedRateLimits {
+  /**
+   * The buckets of route `route` limited by `config`: the serving table's
+   * when that route had the same limits, new ones otherwise.
+   */
+  buckets(route: string, config: RateLimitConfig): RouteBuckets;
+  /** This table now serves: its buckets are the ones the next build carries on from. */
+  commit(): void;
+}
+
+/**
+ * Rate-limit buckets kept across reloads, by route name and limit settings:
+ * a route whose limits did not change keeps its spent buckets, a changed
+ * limit starts full, and a route that went away takes its buckets with it.
+ * Each build of the route table {@link prepare}s; the one that is committed
+ * serves, a build that is not committed changes nothing.
+ *
+ * @example
+ * ```ts
+ * import { RateLimitPool } from "./rate_limit.ts";
+ * const pool = new RateLimitPool();
+ * const limit = { total: { rate: 1, per: 60_000 } };
+ * const first = pool.prepare();
+ * first.buckets("api", limit).route?.take(performance.now()); // true
+ * first.commit();
+ * const reload = pool.prepare();
+ * reload.buckets("api", limit).route?.take(performance.now()); // false: still spent
+ * reload.commit();
+ * ```
+ */
+export class RateLimitPool {
+  #serving = new Map<string, RouteBuckets>();
+
+  /** A pool whose buckets read `options.now` and hold `options.maxClients` clients. */
+  constructor(private readonly options: Omit<RateLimitOptions, "buckets"> = {}) {}
+
+  /** Starts the buckets of a new route table beside the serving one. */
+  prepare(): PreparedRateLimits {
+    const serving = this.#serving;
+    const prepared = new Map<string, RouteBuckets>();
+    const now = this.options.now ?? (() => performance.now());
+    return {
+      buckets: (route, config) => {
+        const key = `${route}\n${JSON.stringify(config)}`;
+        const buckets = prepared.get(key) ?? serving.get(key) ??
+          createRouteBuckets(config, now(), this.options.maxClients);
+        prepared.set(key, buckets);
+        return buckets;
+      },
+      commit: () => {
+        this.#serving = prepared;
+      },
+    };
+  }
+}
+
 /**
  * Creates the rate-limit stage of one route; null when `config` sets no limit,
  * so the caller can leave it out of the chain. The per-client limit is checked
@@ -208,9 +296,8 @@ export function createRateLimitStage(
 ): Stage | null {
   if (!config.perClient && !config.total) return null;
   const now = options.now ?? (() => performance.now());
-  const clients = config.perClient &&
-    new ClientBuckets(config.perClient, options.maxClients ?? DEFAULT_MAX_CLIENTS);
-  const routeBucket = config.total && new TokenBucket(config.total, now());
+  const { clients, route: routeBucket } = options.buckets ??
+    createRouteBuckets(config, now(), options.maxClients);
 
   return (c, next) => {
     const time = now();

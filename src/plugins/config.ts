@@ -5,7 +5,9 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { z } from "zod";
+import type { ConfigSection } from "../config/section.ts";
 import { Duration } from "../config/units.ts";
 
 /** A plugin name: the file or directory name under the plugins directory. */
@@ -50,3 +52,18 @@ export const PluginsConfig = z.strictObject({
 export type PluginsConfig = z.output<typeof PluginsConfig>;
 /** A validated grant. */
 export type PluginGrantConfig = z.output<typeof PluginGrantConfig>;
+
+/**
+ * The `plugins` section; `dir` is made absolute. It defines `plugin-use` for
+ * the plugins that run on every route (`global`).
+ */
+export const pluginsSection = {
+  schema: PluginsConfig.prefault({}),
+  defines: {
+    "plugin-use": (plugins) =>
+      plugins.global.map((name, i) => ({ name, path: ["plugins", "global", i] })),
+  },
+  resolve(plugins, { dir }) {
+    plugins.dir = resolve(dir, plugins.dir);
+  },
+} satisfies ConfigSection<z.ZodPrefault<typeof PluginsConfig>>;

@@ -7,6 +7,8 @@
  */
 
 import { isAbsolute, join, relative } from "node:path";
+import { concat } from "../util/concat.ts";
+import { encodeHex } from "../util/hex.ts";
 
 /** A plugin found on disk. */
 export interface PluginSource {
@@ -60,14 +62,8 @@ async function hashFiles(files: string[], root: string): Promise<string> {
   for (const file of files) {
     parts.push(encoder.encode(`\0${file.slice(root.length)}\0`), await Deno.readFile(file));
   }
-  const all = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    all.set(part, offset);
-    offset += part.length;
-  }
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
-  return [...digest.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", concat(parts)));
+  return encodeHex(digest.subarray(0, 8));
 }
 
 /**

@@ -6,7 +6,11 @@
  * swapped in once its `init` succeeded (the old one drains, then ends); a
  * broken save is reported with its file and line and the old version keeps
  * serving; a removed file unloads the plugin. A plugin that keeps failing, or
- * whose Worker stops answering, is restarted.
+ * whose Worker crashes or stops answering, is restarted with capped
+ * exponential backoff (a {@link Restarter}), and is `failed` after repeated
+ * quick crashes. A plugin that cannot load or init (at start or later) does
+ * not stop the gateway: it is tried again with the same backoff, its routes
+ * answer 503 and its functions `unavailable`, with the reason.
  *
  * @module
  */
@@ -16,46 +20,42 @@ import { getLogger } from "@logtape/logtape";
 import type { Hono } from "hono";
 import type { Bus, Subscription } from "../bus/bus.ts";
 import type { MessageSource } from "../bus/message.ts";
-import type { GatewayConfig } from "../config/schema.ts";
 import { callFunction, FunctionCallError, serveFunction } from "../functions/call.ts";
-import type { GatewayModule, ModuleChange } from "../module.ts";
+import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import { jsonError } from "../pipeline/errors.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
 import type { PluginGrantConfig, PluginsConfig } from "./config.ts";
 import { discoverPlugins, type PluginSource } from "./discover.ts";
 import type { AskMessage, PluginErrorInfo, RuntimeMessage } from "./messages.ts";
 import { planPermissions } from "./permissions.ts";
-import { LatencyWindow } from "../observability/latency.ts";
+import { type PartMetricValues, SupervisionMetrics } from "../supervision/metrics.ts";
+import { Restarter } from "../supervision/restart.ts";
+import { CallStats, type PartProblem, type PartStatus } from "../supervision/stats.ts";
 import { PluginError, PluginSandbox, type SandboxServices } from "./sandbox.ts";
+import { watchDebounced } from "../util/watch.ts";
 
 const logger = getLogger(["gateway", "plugins"]);
 /** How long a call may take when nothing set a deadline (outside hooks: init, onMessage). */
 const DEFAULT_TIMEOUT = 30_000;
 /** The host's own metrics, which no plugin metric may write to. */
 const HOST_METRICS = new Set([
-  "gateway_plugin_call_seconds",
   "gateway_plugin_failures_total",
   "gateway_plugin_loads_total",
 ]);
 
-/** The latest problem of a plugin, as the admin API shows it. */
-export interface PluginProblem {
-  message: string;
-  /** `file:line:column` in the plugin's source, when known. */
-  at?: string;
-  time: string;
-}
-
 /**
- * One plugin by name, across its versions: the active one, its source, and
- * the counts and timings `GET /plugins` shows.
+ * One plugin by name, across its versions: the active one, its source, its
+ * restarts, and the counts and timings `GET /plugins` shows.
  *
  * @example
  * ```ts
  * import { PluginSlot } from "./host.ts";
- * const slot = new PluginSlot("stamp");
- * slot.record(0.4, false);
- * slot.durations.quantile(0.5); // 0.4
+ * import { MetricsRegistry } from "../observability/metrics.ts";
+ * import { SupervisionMetrics } from "../supervision/metrics.ts";
+ * const metrics = new SupervisionMetrics(new MetricsRegistry()).of("plugin", "stamp");
+ * const slot = new PluginSlot("stamp", metrics, () => {});
+ * slot.record(0.4);
+ * slot.stats.durations.quantile(0.5); // 0.4
  * ```
  */
 export class PluginSlot {
@@ -65,31 +65,36 @@ export class PluginSlot {
   key = "";
   /** The source last seen on disk (absent once the file is removed). */
   source?: PluginSource;
-  lastError?: PluginProblem;
-  errors = 0;
-  restarts = 0;
   consecutiveFailures = 0;
-  /** Set while a new worker replaces a failed one; work waits for it rather than failing. */
-  restarting?: Promise<void>;
-  /** Recent hook and call durations in ms. */
-  readonly durations = new LatencyWindow();
+  /** Set while a crashed version waits for its replacement; work waits for it rather than failing. */
+  restarting?: PromiseWithResolvers<void>;
   functions?: Subscription;
+  readonly stats: CallStats;
+  readonly restarter: Restarter;
 
-  constructor(readonly name: string) {}
+  /** `restart` loads the plugin again once a crash's backoff has passed. */
+  constructor(readonly name: string, metrics: PartMetricValues, restart: () => void) {
+    this.stats = new CallStats(metrics);
+    this.restarter = new Restarter(restart);
+  }
 
-  /** Records the outcome of one hook or call. */
-  record(ms: number, failed: boolean): void {
-    this.durations.add(ms);
-    if (failed) {
-      this.errors++;
-      this.consecutiveFailures++;
-    } else {
-      this.consecutiveFailures = 0;
-    }
+  /** The latest problem: what threw and where. */
+  get lastError(): PartProblem | undefined {
+    return this.stats.lastError;
+  }
+
+  set lastError(problem: PartProblem | undefined) {
+    this.stats.lastError = problem;
+  }
+
+  /** Records the outcome of one hook or call: its duration, and its error when it failed. */
+  record(ms: number, error?: unknown): void {
+    this.stats.record(ms, error);
+    this.consecutiveFailures = error === undefined ? 0 : this.consecutiveFailures + 1;
   }
 }
 
-function problemOf(error: unknown): PluginProblem {
+function problemOf(error: unknown): PartProblem {
   const info: PluginErrorInfo = error instanceof PluginError
     ? error.info
     : { type: "Error", message: error instanceof Error ? error.message : String(error) };
@@ -116,8 +121,9 @@ function grantsAnything(grant: PluginGrantConfig | undefined): boolean {
  * // const change = await host.prepare(config); change.commit(); ... await host.stop();
  * ```
  */
-export class PluginHost implements GatewayModule {
+export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
   readonly name = "plugins";
+  readonly sections = ["plugins"] as const;
   readonly #slots = new Map<string, PluginSlot>();
   /** Bus subscriptions each sandbox asked for, made while it is the active version. */
   readonly #subscriptions = new WeakMap<
@@ -139,7 +145,7 @@ export class PluginHost implements GatewayModule {
   #taken = new Set<string>(["model"]);
   #dataDir = "";
   #kv?: Promise<Deno.Kv>;
-  #watcher?: Deno.FsWatcher;
+  #stopWatching?: () => void;
   #queue: Promise<unknown> = Promise.resolve();
   #stopped = false;
   readonly #services: SandboxServices = {
@@ -152,20 +158,17 @@ export class PluginHost implements GatewayModule {
       this.#restart(slot, `an uncaught error ended its worker: ${error.message}`);
     },
   };
-  readonly #hookSeconds;
+  readonly #supervision: SupervisionMetrics;
   readonly #failures;
   readonly #reloads;
 
   constructor(readonly bus: Bus, readonly metrics: MetricsRegistry) {
-    this.#hookSeconds = metrics.histogram(
-      "gateway_plugin_call_seconds",
-      "Plugin hook and function durations, by plugin and kind (request, response, function).",
-      ["plugin", "kind"],
-    );
+    this.#supervision = new SupervisionMetrics(metrics);
     this.#failures = metrics.counter(
       "gateway_plugin_failures_total",
-      "Plugin hooks and functions that threw or ran past their deadline, by plugin and reason.",
-      ["plugin", "reason"],
+      "Plugin hooks and functions that threw or ran past their deadline, by plugin, kind " +
+        "(request, response, function) and reason (threw, timeout, gone).",
+      ["plugin", "kind", "reason"],
     );
     this.#reloads = metrics.counter(
       "gateway_plugin_loads_total",
@@ -185,9 +188,9 @@ export class PluginHost implements GatewayModule {
     return this.#slots.get(name);
   }
 
-  async prepare(config: GatewayConfig): Promise<ModuleChange> {
+  async prepare(config: { plugins: PluginsConfig }, context: PrepareContext): Promise<Change> {
     const next = config.plugins;
-    const taken = new Set(["model", ...config.workers.map((worker) => worker.name)]);
+    const taken = new Set(["model", ...context.references.names("worker")]);
     const sources = await discoverPlugins(next.dir);
     const started = new Map<string, { sandbox: PluginSandbox; key: string }>();
     const failed = new Map<string, unknown>();
@@ -217,7 +220,7 @@ export class PluginHost implements GatewayModule {
         logger.warn("plugins.settings.{name}: no plugin {name} in {dir}", { name, dir: next.dir });
       }
     }
-    const referenced = referencedPlugins(config);
+    const referenced = new Set(context.references.names("plugin-use"));
     for (const name of referenced) {
       if (!sources.has(name)) {
         logger.warn(
@@ -234,18 +237,27 @@ export class PluginHost implements GatewayModule {
         const watchChanged = this.#config?.dir !== next.dir;
         this.#config = next;
         this.#taken = taken;
-        this.#dataDir = config.storage.dataDir;
+        this.#dataDir = context.dataDir;
         for (const [name, slot] of this.#slots) {
           if (!sources.has(name) && slot.active) this.#unload(slot);
         }
         for (const [name, { sandbox, key }] of started) {
-          this.#activate(this.#slotFor(name), sandbox, key, sources.get(name)!);
+          const slot = this.#slotFor(name);
+          slot.restarter.reset();
+          this.#activate(slot, sandbox, key, sources.get(name)!);
         }
         for (const [name, error] of failed) {
           const slot = this.#slotFor(name);
+          const source = sources.get(name)!;
           if (taken.has(name) && slot.active) this.#unload(slot);
           if (referenced.has(name) || !isSettingsError(error)) {
-            this.#loadFailed(slot, error, sources.get(name)!);
+            this.#loadFailed(slot, error, source);
+            // A runtime failure (init threw, timed out) is tried again; a refusal is for good.
+            if (!slot.active && !taken.has(name) && !source.escape && !isSettingsError(error)) {
+              slot.restarter.reset();
+              slot.key = versionKey(source, next);
+              this.#backoff(slot, slot.lastError!.message, 0);
+            }
           } else {
             // A shipped plugin nobody configured or uses is not a failure worth an error.
             slot.lastError = problemOf(error);
@@ -267,10 +279,11 @@ export class PluginHost implements GatewayModule {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    this.#watcher?.close();
+    this.#stopWatching?.();
     await this.#queue;
     const timeout = this.#config?.drainTimeout ?? 10_000;
     await Promise.all([...this.#slots.values()].map((slot) => {
+      slot.restarter.stop();
       const active = slot.active;
       if (!active) return;
       this.#unload(slot, false);
@@ -319,7 +332,7 @@ export class PluginHost implements GatewayModule {
     kind: "request" | "response" | "function",
     invoke: (sandbox: PluginSandbox) => Promise<T>,
   ): Promise<T> {
-    if (slot.restarting) await slot.restarting;
+    if (slot.restarting) await slot.restarting.promise;
     const sandbox = slot.active;
     if (!sandbox) {
       throw new PluginError(
@@ -330,14 +343,12 @@ export class PluginHost implements GatewayModule {
     const started = performance.now();
     try {
       const result = await invoke(sandbox);
-      const ms = performance.now() - started;
-      slot.record(ms, false);
-      this.#hookSeconds.labels({ plugin: slot.name, kind }).observe(ms / 1000);
+      slot.record(performance.now() - started);
       return result;
     } catch (error) {
-      slot.record(performance.now() - started, true);
+      slot.record(performance.now() - started, error);
       const reason = error instanceof PluginError ? error.kind : "threw";
-      this.#failures.labels({ plugin: slot.name, reason }).inc();
+      this.#failures.labels({ plugin: slot.name, kind, reason }).inc();
       slot.lastError = problemOf(error);
       if (reason === "timeout") {
         void sandbox.ping(1000).then((alive) => {
@@ -355,38 +366,38 @@ export class PluginHost implements GatewayModule {
   #slotFor(name: string): PluginSlot {
     let slot = this.#slots.get(name);
     if (!slot) {
-      slot = new PluginSlot(name);
+      const created = new PluginSlot(
+        name,
+        this.#supervision.of("plugin", name),
+        () => this.#retry(created),
+      );
+      slot = created;
       this.#slots.set(name, slot);
     }
     return slot;
   }
 
-  #describe(slot: PluginSlot) {
+  #describe(slot: PluginSlot): PartStatus & Record<string, unknown> {
     const info = slot.active?.info;
+    const state = slot.restarting
+      ? "restarting"
+      : slot.active
+      ? "running"
+      : slot.source
+      ? "failed"
+      : "removed";
     return {
       name: slot.name,
+      ...slot.stats.status(state, slot.active?.inFlight ?? 0, 0),
       version: info?.version ?? null,
       hash: slot.source?.hash ?? null,
       file: slot.source?.entry ?? null,
-      state: slot.restarting
-        ? "restarting"
-        : slot.active
-        ? "running"
-        : slot.source
-        ? "failed"
-        : "removed",
+      ...(slot.restarter.state === "backoff" ? { nextTryMs: slot.restarter.delay } : {}),
       priority: info?.priority ?? null,
       permissions: slot.active?.permissions ?? null,
       hooks: info ? Object.keys(info.hooks).filter((k) => info.hooks[k as "onRequest"]) : [],
       functions: info?.functions ?? [],
       loadedAt: slot.active?.loadedAt.toISOString() ?? null,
-      calls: slot.durations.total,
-      errors: slot.errors,
-      restarts: slot.restarts,
-      inFlight: slot.active?.inFlight ?? 0,
-      p50Ms: slot.durations.quantile(0.5),
-      p99Ms: slot.durations.quantile(0.99),
-      lastError: slot.lastError ?? null,
     };
   }
 
@@ -450,34 +461,8 @@ export class PluginHost implements GatewayModule {
     slot.source = source;
     slot.consecutiveFailures = 0;
     this.#setSubscribed(sandbox, true);
-    slot.functions ??= serveFunction(
-      this.bus,
-      slot.name,
-      "+",
-      (args, call) =>
-        this.run(slot, "function", (active) => {
-          if (!active.info?.functions.includes(call.name)) {
-            throw new FunctionCallError({
-              type: "no_responder",
-              message: `plugin "${slot.name}" has no function "${call.name}"`,
-            });
-          }
-          return active.call(call.name, args, call.deadline);
-        }).catch((error) => {
-          if (error instanceof PluginError) {
-            throw new FunctionCallError({
-              type: error.kind === "timeout"
-                ? "timeout"
-                : error.kind === "gone"
-                ? "no_responder"
-                : error.info.type,
-              message: error.message,
-              traceback: error.info.stack,
-            });
-          }
-          throw error;
-        }),
-    );
+    slot.restarter.started();
+    this.#serveFunctions(slot);
     logger.info("plugin {name} {version} loaded ({hash})", {
       name: slot.name,
       version: sandbox.info?.version,
@@ -486,9 +471,54 @@ export class PluginHost implements GatewayModule {
     if (old) void old.stop(this.config.drainTimeout);
   }
 
+  /**
+   * Serves `fn/<plugin>/*` for `slot`, loaded or not: while no version is
+   * loaded its calls answer `unavailable` with the reason.
+   */
+  #serveFunctions(slot: PluginSlot): void {
+    slot.functions ??= serveFunction(this.bus, slot.name, "+", async (args, call) => {
+      if (!slot.active && !slot.restarting) {
+        const next = slot.restarter.state === "backoff"
+          ? ` (next try in ${slot.restarter.delay} ms)`
+          : "";
+        throw new FunctionCallError({
+          type: "unavailable",
+          message: `plugin "${slot.name}" is not loaded${next}: ${
+            slot.lastError?.message ?? "no version loaded"
+          }`,
+        });
+      }
+      try {
+        return await this.run(slot, "function", (active) => {
+          if (!active.info?.functions.includes(call.name)) {
+            throw new FunctionCallError({
+              type: "no_responder",
+              message: `plugin "${slot.name}" has no function "${call.name}"`,
+            });
+          }
+          return active.call(call.name, args, call.deadline);
+        });
+      } catch (error) {
+        if (!(error instanceof PluginError)) throw error;
+        throw new FunctionCallError({
+          type: error.kind === "timeout"
+            ? "timeout"
+            : error.kind === "gone"
+            ? "unavailable"
+            : error.info.type,
+          message: error.message,
+          traceback: error.info.stack,
+        });
+      }
+    });
+  }
+
   #loadFailed(slot: PluginSlot, error: unknown, source: PluginSource): void {
     slot.lastError = problemOf(error);
-    if (!slot.active) slot.source = source;
+    if (!slot.active) {
+      slot.source = source;
+      if (!this.#taken.has(slot.name)) this.#serveFunctions(slot);
+    }
     const problem = {
       name: slot.name,
       message: slot.lastError.message,
@@ -512,29 +542,73 @@ export class PluginHost implements GatewayModule {
     slot.active = undefined;
     slot.source = undefined;
     slot.key = "";
+    slot.restarter.reset();
     if (!active) return;
     this.#setSubscribed(active, false);
     if (drain) void active.stop(this.config.drainTimeout);
     logger.info("plugin {name} unloaded", { name: slot.name });
   }
 
+  /** Ends `slot`'s crashed or hung version and loads it again after the backoff. */
   #restart(slot: PluginSlot, why: string): void {
-    const source = slot.source;
-    if (!source || this.#stopped) return;
-    logger.warn("restarting plugin {name}: {why}", { name: slot.name, why });
-    slot.restarts++;
+    if (!slot.source || this.#stopped) return;
     const old = slot.active;
     old?.terminate();
-    slot.restarting = this.#serially(async () => {
-      if (slot.active !== old) return; // replaced meanwhile
+    slot.restarting ??= Promise.withResolvers();
+    this.#backoff(slot, why, old ? Date.now() - old.loadedAt.getTime() : 0);
+  }
+
+  /**
+   * After a crash or a failed load `uptime` ms after it was started: the
+   * next try after the backoff, or, after too many quick ones, `failed`.
+   */
+  #backoff(slot: PluginSlot, why: string, uptime: number): void {
+    const name = slot.name;
+    if (slot.restarter.crashed(why, uptime) === "backoff") {
+      logger.warn("restarting plugin {name} in {delay} ms: {why}", {
+        name,
+        delay: slot.restarter.delay,
+        why,
+      });
+      return;
+    }
+    logger.error("plugin {name} failed: {reason}", { name, reason: slot.restarter.reason });
+    slot.lastError = { message: slot.restarter.reason!, time: new Date().toISOString() };
+    this.#giveUp(slot);
+  }
+
+  /** Stops trying `slot`: its last version is gone, its routes and functions answer why. */
+  #giveUp(slot: PluginSlot): void {
+    const source = slot.source;
+    if (slot.active) {
+      this.#setSubscribed(slot.active, false);
+      slot.active = undefined;
+    }
+    slot.source = source;
+    slot.restarting?.resolve();
+    slot.restarting = undefined;
+  }
+
+  /** The restarter's restart: loads `slot`'s source again. */
+  #retry(slot: PluginSlot): void {
+    void this.#serially(async () => {
+      const source = slot.source;
+      if (!source || this.#stopped) return;
+      slot.stats.restarted(slot.restarter.reason ?? "restarted");
       try {
-        this.#activate(slot, await this.#load(source, this.config), slot.key, source);
+        const key = slot.key || versionKey(source, this.config);
+        this.#activate(slot, await this.#load(source, this.config), key, source);
       } catch (error) {
-        if (old) this.#unload(slot, false);
-        slot.source = source;
+        const crashed = slot.active;
+        if (crashed) this.#setSubscribed(crashed, false);
+        slot.active = undefined;
         this.#loadFailed(slot, error, source);
+        this.#backoff(slot, slot.lastError!.message, 0);
+      } finally {
+        slot.restarting?.resolve();
+        slot.restarting = undefined;
       }
-    }).finally(() => slot.restarting = undefined);
+    });
   }
 
   #serially<T>(task: () => Promise<T>): Promise<T> {
@@ -544,23 +618,12 @@ export class PluginHost implements GatewayModule {
   }
 
   #watch(dir: string): void {
-    this.#watcher?.close();
-    this.#watcher = undefined;
-    let watcher: Deno.FsWatcher;
-    try {
-      watcher = Deno.watchFs(dir, { recursive: true });
-    } catch (error) {
-      logger.warn("not watching {dir} for plugin changes: {error}", { dir, error });
-      return;
-    }
-    this.#watcher = watcher;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    (async () => {
-      for await (const _event of watcher) {
-        clearTimeout(timer);
-        timer = setTimeout(() => void this.#serially(() => this.#rescan()), this.config.debounce);
-      }
-    })().catch((error) => logger.error("watching {dir} failed: {error}", { dir, error }));
+    this.#stopWatching?.();
+    this.#stopWatching = watchDebounced([dir], () => void this.#serially(() => this.#rescan()), {
+      debounceMs: this.config.debounce,
+      onError: (_, error) =>
+        logger.warn("not watching {dir} for plugin changes: {error}", { dir, error }),
+    });
   }
 
   async #rescan(): Promise<void> {
@@ -579,7 +642,9 @@ export class PluginHost implements GatewayModule {
       slot.lastError !== undefined;
     if (unchanged && !force) return;
     try {
-      this.#activate(slot, await this.#load(source, this.config), key, source);
+      const sandbox = await this.#load(source, this.config);
+      slot.restarter.reset();
+      this.#activate(slot, sandbox, key, source);
       slot.lastError = undefined;
     } catch (error) {
       this.#loadFailed(slot, error, source);
@@ -775,12 +840,3 @@ function versionKey(source: PluginSource, config: PluginsConfig): string {
   ]);
 }
 
-/** Every plugin the config names: global, per listener, per route. */
-function referencedPlugins(config: GatewayConfig): Set<string> {
-  const names = new Set(config.plugins.global);
-  for (const listener of Object.values(config.listeners)) {
-    if (listener.type === "http") { for (const name of listener.plugins ?? []) names.add(name); }
-  }
-  for (const route of config.routes) for (const name of route.plugins ?? []) names.add(name);
-  return names;
-}

@@ -1,7 +1,8 @@
 /**
  * One loaded version of one plugin: its Worker (started with exactly the
- * permissions planned for it), the work in flight there with its deadlines,
- * and the answers to what the plugin asks of the gateway through `ctx`.
+ * permissions planned for it), the work in flight there with its deadlines
+ * (a {@link PendingCalls} table), its {@link Heartbeat}, and the answers to
+ * what the plugin asks of the gateway through `ctx`.
  *
  * @module
  */
@@ -19,6 +20,14 @@ import type {
   RuntimeMessage,
 } from "./messages.ts";
 import type { PluginSource } from "./discover.ts";
+import { Heartbeat } from "../supervision/heartbeat.ts";
+import { PendingCalls } from "../supervision/pending.ts";
+
+/** How often an idle plugin Worker is pinged, and how many missed pings mean it is hung. */
+const HEARTBEAT_MS = 5000;
+const MISSED_HEARTBEATS = 3;
+/** The deadline of work sent with none (a call from init or onMessage without a timeout). */
+const DEFAULT_TIMEOUT_MS = 30_000;
 
 /** What a sandbox needs from the gateway to answer its plugin's `ctx`. */
 export interface SandboxServices {
@@ -26,7 +35,7 @@ export interface SandboxServices {
   ask(sandbox: PluginSandbox, ask: Exclude<AskMessage, { op: "body" }>): Promise<unknown>;
   /** Everything else the plugin sends: publish, subscribe, reply, log, metric. */
   notify(sandbox: PluginSandbox, message: RuntimeMessage): void;
-  /** The Worker of a loaded sandbox died of an error its plugin did not catch. */
+  /** The Worker of a loaded sandbox died of an error its plugin did not catch, or hung idle. */
   crashed(sandbox: PluginSandbox, error: PluginErrorInfo): void;
 }
 
@@ -54,12 +63,8 @@ export class PluginError extends Error {
 /** The state of a sandbox, in the order it moves through them. */
 export type SandboxState = "loading" | "ready" | "stopping" | "stopped";
 
-interface Work {
-  resolve(value: unknown): void;
-  reject(error: PluginError): void;
-  timer: ReturnType<typeof setTimeout>;
-  body?: () => Promise<Uint8Array>;
-}
+/** What the sandbox keeps with work in flight: the body reader of a hook. */
+type Work = (() => Promise<Uint8Array>) | undefined;
 
 const RUNTIME = new URL("./runtime.ts", import.meta.url);
 
@@ -77,11 +82,10 @@ const RUNTIME = new URL("./runtime.ts", import.meta.url);
  */
 export class PluginSandbox {
   readonly #worker: Worker;
-  readonly #work = new Map<number, Work>();
+  readonly #work: PendingCalls<Work>;
+  readonly #heartbeat: Heartbeat;
   readonly #loaded = Promise.withResolvers<PluginInfo>();
-  #nextId = 1;
   #state: SandboxState = "loading";
-  #drained?: PromiseWithResolvers<void>;
   info?: PluginInfo;
   readonly loadedAt = new Date();
 
@@ -95,7 +99,23 @@ export class PluginSandbox {
       name: `plugin:${source.name}`,
       deno: { permissions },
     });
-    this.#worker.onmessage = (event: MessageEvent<RuntimeMessage>) => this.#receive(event.data);
+    this.#work = new PendingCalls<Work>({
+      label: `plugin "${source.name}"`,
+      timeoutError: (message) => new PluginError({ type: "TimeoutError", message }, "timeout"),
+    });
+    this.#heartbeat = new Heartbeat(HEARTBEAT_MS, MISSED_HEARTBEATS, {
+      ping: () => this.#post({ kind: "ping", id: 0 }),
+      busy: () => this.#work.size > 0,
+      hung: (silent) => {
+        const info = { type: "Hung", message: `its worker missed heartbeats (silent ${silent} ms)` };
+        this.terminate(info);
+        services.crashed(this, info);
+      },
+    });
+    this.#worker.onmessage = (event: MessageEvent<RuntimeMessage>) => {
+      this.#heartbeat.seen();
+      this.#receive(event.data);
+    };
     // An error nothing in the plugin caught (a throw in a timer, an unhandled rejection) ends
     // the Worker: fail what is in flight and let the host start a new one.
     this.#worker.onerror = (event) => {
@@ -135,6 +155,7 @@ export class PluginSandbox {
     try {
       this.info = await this.#loaded.promise;
       this.#state = "ready";
+      this.#heartbeat.start();
       return this.info;
     } catch (error) {
       this.terminate();
@@ -151,6 +172,7 @@ export class PluginSandbox {
     body: () => Promise<Uint8Array>,
   ): Promise<HookResult> {
     return this.#send(
+      "onRequest",
       (id) => ({ kind: "request", id, deadline, request }),
       deadline,
       body,
@@ -167,6 +189,7 @@ export class PluginSandbox {
     body: () => Promise<Uint8Array>,
   ): Promise<HookResult> {
     return this.#send(
+      "onResponse",
       (id) => ({ kind: "response", id, deadline, request, response }),
       deadline,
       body,
@@ -175,7 +198,7 @@ export class PluginSandbox {
 
   /** Runs one of the plugin's functions. */
   call(fn: string, args: unknown, deadline: number): Promise<unknown> {
-    return this.#send((id) => ({ kind: "call", id, deadline, fn, args }), deadline);
+    return this.#send(`function ${fn}`, (id) => ({ kind: "call", id, deadline, fn, args }), deadline);
   }
 
   /** Hands a bus message to the plugin's subscription. */
@@ -185,7 +208,7 @@ export class PluginSandbox {
 
   /** Resolves true when the Worker's event loop answers within `timeout` ms. */
   ping(timeout: number): Promise<boolean> {
-    return this.#send((id) => ({ kind: "ping", id }), Date.now() + timeout).then(
+    return this.#send("ping", (id) => ({ kind: "ping", id }), Date.now() + timeout).then(
       () => true,
       () => false,
     );
@@ -199,14 +222,9 @@ export class PluginSandbox {
     if (this.#state === "stopped" || this.#state === "stopping") return;
     this.#state = "stopping";
     const deadline = Date.now() + timeout;
-    if (this.#work.size > 0) {
-      this.#drained = Promise.withResolvers();
-      const timer = setTimeout(() => this.#drained?.resolve(), timeout);
-      await this.#drained.promise;
-      clearTimeout(timer);
-    }
+    await this.#work.idle(timeout);
     if (Date.now() < deadline && this.info) {
-      await this.#send((id) => ({ kind: "stop", id, deadline }), deadline).catch(() => {});
+      await this.#send("stop", (id) => ({ kind: "stop", id, deadline }), deadline).catch(() => {});
     }
     this.terminate();
   }
@@ -215,18 +233,11 @@ export class PluginSandbox {
   terminate(why?: PluginErrorInfo): void {
     if (this.#state === "stopped") return;
     this.#state = "stopped";
+    this.#heartbeat.stop();
     this.#worker.terminate();
-    this.#fail(why ?? { type: "Terminated", message: `plugin "${this.source.name}" was stopped` });
-  }
-
-  #fail(info: PluginErrorInfo): void {
+    const info = why ?? { type: "Terminated", message: `plugin "${this.source.name}" was stopped` };
     this.#loaded.reject(new PluginError(info, "gone"));
-    for (const [id, work] of this.#work) {
-      clearTimeout(work.timer);
-      this.#work.delete(id);
-      work.reject(new PluginError(info, "gone"));
-    }
-    this.#drained?.resolve();
+    this.#work.failAll(new PluginError(info, "gone"));
   }
 
   #post(message: HostMessage): void {
@@ -234,6 +245,7 @@ export class PluginSandbox {
   }
 
   #send(
+    what: string,
     build: (id: number) => HostMessage,
     deadline: number,
     body?: () => Promise<Uint8Array>,
@@ -246,32 +258,10 @@ export class PluginSandbox {
         ),
       );
     }
-    const id = this.#nextId++;
-    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
-    // No deadline (a call from init or onMessage without a timeout): a default, never Infinity,
-    // which setTimeout would treat as 0.
-    const timeout = Number.isFinite(deadline) ? Math.max(0, deadline - Date.now()) : 30_000;
-    const timer = setTimeout(() => {
-      this.#finish(id);
-      reject(
-        new PluginError(
-          { type: "TimeoutError", message: `no answer within ${timeout} ms` },
-          "timeout",
-        ),
-      );
-    }, timeout);
-    this.#work.set(id, { resolve, reject, timer, body });
+    const due = Number.isFinite(deadline) ? deadline : Date.now() + DEFAULT_TIMEOUT_MS;
+    const { id, result } = this.#work.open(what, due, body);
     this.#post(build(id));
-    return promise;
-  }
-
-  #finish(id: number): Work | undefined {
-    const work = this.#work.get(id);
-    if (!work) return undefined;
-    clearTimeout(work.timer);
-    this.#work.delete(id);
-    if (this.#work.size === 0) this.#drained?.resolve();
-    return work;
+    return result;
   }
 
   #receive(message: RuntimeMessage): void {
@@ -283,13 +273,13 @@ export class PluginSandbox {
         this.#loaded.reject(new PluginError(message.error, "threw"));
         return;
       case "done":
-        this.#finish(message.id)?.resolve(message.value);
+        this.#work.resolve(message.id, message.value);
         return;
       case "pong":
-        this.#finish(message.id)?.resolve(undefined);
+        this.#work.resolve(message.id, undefined);
         return;
       case "failed":
-        this.#finish(message.id)?.reject(new PluginError(message.error, "threw"));
+        this.#work.reject(message.id, new PluginError(message.error, "threw"));
         return;
       case "ask":
         void this.#answer(message);
@@ -303,7 +293,7 @@ export class PluginSandbox {
     try {
       let value: unknown;
       if (message.op === "body") {
-        const body = this.#work.get(message.work)?.body;
+        const body = this.#work.data(message.work);
         if (!body) throw new Error("the body is only readable while its hook runs");
         value = await body();
       } else {

@@ -10,14 +10,13 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { errorResponse, GatewayError } from "../errors.ts";
 import { jsonError } from "../pipeline/errors.ts";
 import type { GatewayContext, Stage } from "../pipeline/stage.ts";
 import type { PluginHost, PluginSlot } from "./host.ts";
 import type { BodyData, HookResult, RequestData } from "./messages.ts";
 import { PluginError } from "./sandbox.ts";
 
-const logger = getLogger(["gateway", "plugins"]);
 const encoder = new TextEncoder();
 
 /**
@@ -86,27 +85,22 @@ function bodyReader(read: () => Promise<ArrayBuffer>): () => Promise<Uint8Array>
   return () => bytes ??= read().then((buffer) => new Uint8Array(buffer));
 }
 
-function failure(error: unknown, plugin: string, c: GatewayContext): Response {
-  const requestId = c.env.requestId;
-  if (error instanceof PluginError) {
-    if (error.kind === "timeout") {
-      return jsonError(
-        504,
-        "plugin_timeout",
-        `plugin "${plugin}" did not answer in time`,
-        requestId,
-      );
-    }
-    if (error.kind === "gone") {
-      return jsonError(503, "plugin_unavailable", `plugin "${plugin}" is restarting`, requestId);
-    }
-  }
-  logger.error("plugin {plugin} failed request {requestId}: {message}", {
-    plugin,
-    requestId,
-    message: error instanceof Error ? error.message : String(error),
+/**
+ * A hook's failure as the client sees it: which plugin, and whether it threw,
+ * ran late or is restarting. What it threw and where (file and line) is the
+ * detail, for the log and the admin API.
+ */
+function hookFailure(error: unknown, plugin: string): GatewayError {
+  const kind = error instanceof PluginError ? error.kind : "threw";
+  const [status, code, what] = kind === "timeout"
+    ? [504, "plugin_timeout", "did not answer in time"]
+    : kind === "gone"
+    ? [503, "plugin_unavailable", "is restarting"]
+    : [500, "plugin_error", "failed"];
+  return new GatewayError(status, code, `plugin "${plugin}" ${what}`, {
+    cause: error,
+    detail: error instanceof PluginError ? { plugin, ...error.info } : { plugin },
   });
-  return jsonError(500, "plugin_error", `plugin "${plugin}" failed`, requestId);
 }
 
 /**
@@ -161,7 +155,7 @@ export function createPluginStage(
           (sandbox) => sandbox.onRequest(request, deadline(), body),
         );
       } catch (error) {
-        return failure(error, slot.name, c);
+        return errorResponse(hookFailure(error, slot.name), c.env.requestId);
       }
       if (result.respond) {
         const headers = headersOf(result.respond.headers ?? {});
@@ -209,7 +203,7 @@ export function createPluginStage(
             body,
           ));
       } catch (error) {
-        return failure(error, slot.name, c);
+        return errorResponse(hookFailure(error, slot.name), c.env.requestId);
       }
       if (result.status === undefined && !result.headers && result.body === undefined) {
         if (current.bodyUsed) {

@@ -13,7 +13,7 @@
 import { type Handler, Hono } from "hono";
 import { getLogger } from "@logtape/logtape";
 import type { GatewayEnv, RequestState, RouteInfo } from "../pipeline/stage.ts";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import type { HttpMetrics } from "../observability/http_metrics.ts";
 import { type CompiledRoute, sortRoutes } from "./route.ts";
 
@@ -36,7 +36,6 @@ export type ServeHandler = (
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const accessLogger = getLogger(["gateway", "access"]);
-const errorLogger = getLogger(["gateway", "http"]);
 
 /** The {@link RequestState} of a request served by a listener. */
 class ListenerRequestState implements RequestState {
@@ -112,21 +111,13 @@ export function buildListenerApp(options: ListenerAppOptions): ServeHandler {
     else app.all(route.path, handler);
   }
   app.notFound((c) =>
-    jsonError(404, "no_route", `no route for ${c.req.method} ${c.req.path}`, c.env.requestId)
-  );
-  app.onError((error, c) => {
-    errorLogger.error("request {requestId} failed in route {route}: {error}", {
-      requestId: c.env.requestId,
-      route: c.env.route.name,
-      error,
-    });
-    return jsonError(
-      500,
-      "internal_error",
-      "the gateway failed to handle this request",
+    errorResponse(
+      new GatewayError(404, "no_route", `no route for ${c.req.method} ${c.req.path}`),
       c.env.requestId,
-    );
-  });
+    )
+  );
+  // Whatever a stage or target throws: a GatewayError answers as it says, anything else 500.
+  app.onError((error, c) => errorResponse(error, c.env.requestId));
 
   const finish = (state: ListenerRequestState, started: number, response: Response) => {
     inFlight.dec();

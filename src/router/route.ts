@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { RouteConfig } from "../config/schema.ts";
+import type { RouteConfig } from "./config.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 
 /** A route ready for the router. */

@@ -6,10 +6,11 @@
  * @module
  */
 
-import type { GatewayConfig, RouteConfig } from "../config/schema.ts";
+import type { GatewayConfig } from "../sections.ts";
+import type { RouteConfig } from "./config.ts";
 import { chain, type Stage, type Target } from "../pipeline/stage.ts";
 import { createCorsStage } from "../pipeline/cors.ts";
-import { createRateLimitStage } from "../pipeline/rate_limit.ts";
+import { createRateLimitStage, type PreparedRateLimits } from "../pipeline/rate_limit.ts";
 import { createLimitsStage } from "../pipeline/limits.ts";
 import { createStaticTarget } from "../targets/static.ts";
 import { createRespondTarget } from "../targets/respond.ts";
@@ -44,6 +45,8 @@ export interface RouteTableDeps {
   plugins?: PluginHost;
   /** The model registry; routes with a `model` or `ocr` target need it. */
   models?: ModelRegistry;
+  /** Rate-limit buckets kept across reloads; new buckets for every build when absent. */
+  rateLimits?: PreparedRateLimits;
 }
 
 function createTarget(route: RouteConfig, name: string, deps: RouteTableDeps): Target {
@@ -120,14 +123,19 @@ function createTarget(route: RouteConfig, name: string, deps: RouteTableDeps): T
  * // const routes = buildRouteTable(config, { upstreams, client, metrics });
  * ```
  */
-export function buildRouteTable(config: GatewayConfig, deps: RouteTableDeps): CompiledRoute[] {
+export function buildRouteTable(
+  config: Pick<GatewayConfig, "routes" | "security" | "listeners" | "plugins">,
+  deps: RouteTableDeps,
+): CompiledRoute[] {
   return config.routes.map((route, i) => {
     const name = route.name ?? `routes[${i}]`;
     const stages: Stage[] = [];
     if (route.cors) stages.push(createCorsStage(route.cors));
     const rateLimit = route.rateLimit ?? config.security.rateLimit;
     const limited = rateLimit &&
-      createRateLimitStage(rateLimit, (scope) => deps.metrics.rateLimited(name, scope).inc());
+      createRateLimitStage(rateLimit, (scope) => deps.metrics.rateLimited(name, scope).inc(), {
+        buckets: deps.rateLimits?.buckets(name, rateLimit),
+      });
     if (limited) stages.push(limited);
     const limits = createLimitsStage({ ...config.security.limits, ...route.limits });
     if (limits) stages.push(limits);
@@ -151,7 +159,10 @@ export function buildRouteTable(config: GatewayConfig, deps: RouteTableDeps): Co
 }
 
 /** A route's plugins for each listener that runs any: global, then the listener's, then the route's. */
-function pluginsByListener(config: GatewayConfig, route: RouteConfig): Map<string, string[]> {
+function pluginsByListener(
+  config: Pick<GatewayConfig, "listeners" | "plugins">,
+  route: RouteConfig,
+): Map<string, string[]> {
   const byListener = new Map<string, string[]>();
   for (const [name, listener] of Object.entries(config.listeners)) {
     const servesHttp = listener.type === "http" ||

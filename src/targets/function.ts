@@ -5,21 +5,19 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
 import type { Bus } from "../bus/bus.ts";
-import type { FunctionTargetConfig } from "../config/schema.ts";
-import { callFunction, FunctionCallError, parseFunctionRef } from "../functions/call.ts";
+import type { FunctionTargetConfig } from "./config.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
+import { callFunction, parseFunctionRef } from "../functions/call.ts";
 import { encodeBody, type HttpRequestArgs, resultToResponse } from "../functions/http.ts";
-import { jsonError } from "../pipeline/errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
-
-const logger = getLogger(["gateway", "functions"]);
 
 /**
  * Creates a function target. The function gets an {@link HttpRequestArgs};
  * its result maps to the response (see `resultToResponse`). A failed call
- * answers with the error's status (500 for the function's own errors, 503
- * when nothing serves it or it is overloaded, 504 past the timeout); the
+ * answers through `errorResponse` with the status of its type (500 for the
+ * function's own errors, 503 when nothing serves it or it is overloaded, 504
+ * past the timeout, 502 `bad_result` for a result that is no response); the
  * traceback goes to the log, not to the client.
  *
  * @example
@@ -46,25 +44,25 @@ export function createFunctionTarget(config: FunctionTargetConfig, bus: Bus): Ta
       clientIp: c.env.clientIp,
       requestId: c.env.requestId,
     };
+    let result;
     try {
-      const result = await callFunction(bus, ref, args, {
+      result = await callFunction(bus, ref, args, {
         source: { listener: c.env.route.listener, protocol: "http" },
         timeout: config.timeout,
         meta: { requestId: c.env.requestId },
       });
+    } catch (error) {
+      return errorResponse(error, c.env.requestId);
+    }
+    try {
       return resultToResponse(result);
     } catch (error) {
-      const failure = error instanceof FunctionCallError
-        ? error
-        : new FunctionCallError({ type: "bad_result", message: (error as Error).message });
-      logger.warn("{function} failed for request {requestId}: {type}: {message}{traceback}", {
-        function: config.name,
-        requestId: c.env.requestId,
-        type: failure.type,
-        message: failure.message,
-        traceback: failure.traceback ? `\n${failure.traceback}` : "",
-      });
-      return jsonError(failure.status, failure.type, failure.message, c.env.requestId);
+      return errorResponse(
+        new GatewayError(502, "bad_result", `${config.name}: ${(error as Error).message}`, {
+          cause: error,
+        }),
+        c.env.requestId,
+      );
     }
   };
 }

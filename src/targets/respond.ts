@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { RespondTargetConfig } from "../config/schema.ts";
+import type { RespondTargetConfig } from "./config.ts";
 import type { Target } from "../pipeline/stage.ts";
 
 /**

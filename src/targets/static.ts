@@ -16,7 +16,7 @@
 
 import { join, sep } from "node:path";
 import { getMimeType } from "hono/utils/mime";
-import type { StaticTargetConfig } from "../config/schema.ts";
+import type { StaticTargetConfig } from "./config.ts";
 import { jsonError } from "../pipeline/errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 

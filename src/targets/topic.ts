@@ -7,10 +7,10 @@
  * @module
  */
 
-import type { TopicTargetConfig } from "../config/schema.ts";
-import { type Bus, BusError } from "../bus/bus.ts";
+import type { TopicTargetConfig } from "./config.ts";
+import type { Bus } from "../bus/bus.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 
 /**
@@ -42,17 +42,8 @@ export function createTopicTarget(config: TopicTargetConfig, bus: Bus): Target {
         headers: { "content-type": reply.meta.contentType ?? "application/octet-stream" },
       });
     } catch (error) {
-      if (!(error instanceof BusError)) throw error;
-      return error.code === "timeout"
-        ? jsonError(
-          504,
-          "bus_timeout",
-          `no reply on "${topic}" within ${config.timeout} ms`,
-          c.env.requestId,
-        )
-        : error.code === "no_responder"
-        ? jsonError(503, "no_responder", `nothing on the bus answers "${topic}"`, c.env.requestId)
-        : jsonError(400, error.code, error.message, c.env.requestId);
+      // A BusError: 504 timeout, 503 no_responder, 400 invalid_topic.
+      return errorResponse(error, c.env.requestId);
     }
   };
 }

@@ -35,11 +35,12 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { WebSocketTargetConfig } from "../config/schema.ts";
+import type { WebSocketTargetConfig } from "./config.ts";
 import type { Bus } from "../bus/bus.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
 import type { Connection } from "../connections/connection.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import { jsonError } from "../pipeline/errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 import type { Upstream, UpstreamTarget } from "../upstreams/upstream.ts";
@@ -136,7 +137,7 @@ function openWebSocket(url: string, protocols: string[], timeout: number): Promi
  * ```ts
  * import { Hono } from "hono";
  * import { Bus } from "../bus/bus.ts";
- * import { WebSocketTargetConfig } from "../config/schema.ts";
+ * import { WebSocketTargetConfig } from "./config.ts";
  * import { ConnectionManager } from "../connections/manager.ts";
  * import { MetricsRegistry } from "../observability/metrics.ts";
  * import type { GatewayEnv } from "../pipeline/stage.ts";
@@ -250,14 +251,21 @@ export function createWebSocketTarget(
       }
       if (!upstreamSocket || !upstreamTarget) {
         connection.closed();
-        return tried.size === 0
-          ? jsonError(
-            503,
-            "no_healthy_target",
-            `upstream "${upstream.name}" has no healthy target`,
-            requestId,
-          )
-          : jsonError(502, "upstream_unreachable", failures.join("; "), requestId);
+        return errorResponse(
+          tried.size === 0
+            ? new GatewayError(
+              503,
+              "no_healthy_target",
+              `upstream "${upstream.name}" has no healthy target`,
+            )
+            : new GatewayError(
+              502,
+              "upstream_unreachable",
+              `upstream "${upstream.name}": cannot open the WebSocket`,
+              { detail: { failures } },
+            ),
+          requestId,
+        );
       }
       c.env.upstreamTarget = upstreamTarget.url;
     }

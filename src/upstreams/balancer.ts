@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { UpstreamConfig } from "../config/schema.ts";
+import type { UpstreamConfig } from "./config.ts";
 
 /** The balancing algorithms an upstream can use. */
 export type BalanceAlgorithm = UpstreamConfig["balance"];

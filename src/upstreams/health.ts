@@ -7,8 +7,9 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { UpstreamConfig } from "../config/schema.ts";
+import type { UpstreamConfig } from "./config.ts";
 import { type UpstreamClient, UpstreamError } from "./client.ts";
+import { TargetField, type TargetState } from "./target_state.ts";
 
 /** Active health check settings of an upstream. */
 export type HealthCheckConfig = NonNullable<UpstreamConfig["healthCheck"]>;
@@ -18,19 +19,28 @@ export type PassiveHealthConfig = UpstreamConfig["passive"];
 
 const logger = getLogger(["gateway", "upstream"]);
 
+/** What a target's health depends on: the upstream's passive settings, and whether it checks actively. */
+export type TargetHealthConfig = Pick<UpstreamConfig, "passive" | "healthCheck">;
+
 /**
- * The health of one target. It is available when the active checks last
- * judged it healthy (it starts healthy) and it is not ejected. Passive
- * ejection ends after `ejectFor` ms, or sooner when `healthyThreshold`
- * active checks in a row pass after the ejection.
+ * The health of one target, kept in its {@link TargetState} so that it
+ * survives a reload. It is available when it is not ejected and, if its
+ * upstream checks actively, the checks last judged it healthy (a new target
+ * starts healthy; a known one keeps its verdict until a check changes it,
+ * whatever the checks' new settings). Passive ejection ends after `ejectFor`
+ * ms, or sooner when `healthyThreshold` active checks in a row pass after
+ * the ejection.
  *
  * @example
  * ```ts
  * import { TargetHealth } from "./health.ts";
+ * import { TargetStatePool } from "./target_state.ts";
  * let now = 0;
+ * const url = "http://127.0.0.1:9000";
  * const health = new TargetHealth(
- *   { failures: 2, ejectFor: 30_000 },
- *   { upstream: "api", target: "http://127.0.0.1:9000" },
+ *   new TargetStatePool().acquire(url),
+ *   { passive: { failures: 2, ejectFor: 30_000 } },
+ *   { upstream: "api", target: url },
  *   () => now,
  * );
  * health.requestFailed("connect: refused");
@@ -41,78 +51,80 @@ const logger = getLogger(["gateway", "upstream"]);
  * ```
  */
 export class TargetHealth {
-  #checkedHealthy = true;
-  #checkPasses = 0;
-  #checkFailures = 0;
-  #requestFailures = 0;
-  #ejectedUntil: number | undefined;
-
   constructor(
-    private readonly passive: PassiveHealthConfig,
+    private readonly slot: TargetState,
+    private readonly config: TargetHealthConfig,
     private readonly labels: { upstream: string; target: string },
     private readonly now: () => number = Date.now,
   ) {}
 
   /** When the passive ejection ends (epoch ms), if the target is ejected. */
   get ejectedUntil(): number | undefined {
-    return this.#ejectedUntil;
+    return this.slot.get(TargetField.ejectedUntil) || undefined;
   }
 
   /** Whether the target may take requests now. */
   isAvailable(): boolean {
-    if (this.#ejectedUntil !== undefined && this.now() >= this.#ejectedUntil) {
-      this.#readmit(`ejected for ${this.passive.ejectFor} ms`);
+    const ejectedUntil = this.slot.get(TargetField.ejectedUntil);
+    if (ejectedUntil !== 0 && this.now() >= ejectedUntil) {
+      this.#readmit(`ejected for ${this.config.passive.ejectFor} ms`);
     }
-    return this.#checkedHealthy && this.#ejectedUntil === undefined;
+    return this.slot.get(TargetField.ejectedUntil) === 0 &&
+      (this.config.healthCheck === undefined || this.slot.get(TargetField.unhealthy) === 0);
   }
 
   /** A real request got a response. */
   requestSucceeded(): void {
-    this.#requestFailures = 0;
+    this.slot.set(TargetField.requestFailures, 0);
   }
 
   /** A real request failed; `passive.failures` in a row eject the target. */
   requestFailed(reason: string): void {
-    if (this.#ejectedUntil !== undefined || ++this.#requestFailures < this.passive.failures) return;
-    this.#ejectedUntil = this.now() + this.passive.ejectFor;
-    this.#checkPasses = 0;
+    const { failures, ejectFor } = this.config.passive;
+    if (this.slot.get(TargetField.ejectedUntil) !== 0) return;
+    const inARow = this.slot.add(TargetField.requestFailures, 1);
+    if (inARow < failures) return;
+    this.slot.set(TargetField.ejectedUntil, this.now() + ejectFor);
+    this.slot.set(TargetField.checkPasses, 0);
     logger.warn("target {target} of upstream {upstream} ejected for {ejectFor} ms: {reason}", {
       ...this.labels,
-      ejectFor: this.passive.ejectFor,
-      reason: `${this.#requestFailures} consecutive failures, last: ${reason}`,
+      ejectFor,
+      reason: `${inARow} consecutive failures, last: ${reason}`,
     });
   }
 
   /** An active check passed; `threshold` in a row make the target healthy again. */
   checkPassed(threshold: number): void {
-    this.#checkFailures = 0;
-    if (++this.#checkPasses < threshold) return;
-    if (!this.#checkedHealthy) {
-      this.#checkedHealthy = true;
+    this.slot.set(TargetField.checkFailures, 0);
+    const passes = this.slot.add(TargetField.checkPasses, 1);
+    if (passes < threshold) return;
+    if (this.slot.get(TargetField.unhealthy) !== 0) {
+      this.slot.set(TargetField.unhealthy, 0);
       logger.info("target {target} of upstream {upstream} is healthy: {reason}", {
         ...this.labels,
-        reason: `${this.#checkPasses} health checks passed`,
+        reason: `${passes} health checks passed`,
       });
     }
-    if (this.#ejectedUntil !== undefined) {
-      this.#readmit(`${this.#checkPasses} health checks passed`);
+    if (this.slot.get(TargetField.ejectedUntil) !== 0) {
+      this.#readmit(`${passes} health checks passed`);
     }
   }
 
   /** An active check failed; `threshold` in a row make the target unhealthy. */
   checkFailed(threshold: number, reason: string): void {
-    this.#checkPasses = 0;
-    if (++this.#checkFailures < threshold || !this.#checkedHealthy) return;
-    this.#checkedHealthy = false;
+    this.slot.set(TargetField.checkPasses, 0);
+    const failures = this.slot.add(TargetField.checkFailures, 1);
+    if (failures < threshold || this.slot.get(TargetField.unhealthy) !== 0) return;
+    this.slot.set(TargetField.unhealthy, 1);
     logger.warn("target {target} of upstream {upstream} is unhealthy: {reason}", {
       ...this.labels,
-      reason: `${this.#checkFailures} health checks failed, last: ${reason}`,
+      reason: `${failures} health checks failed, last: ${reason}`,
     });
   }
 
   #readmit(reason: string): void {
-    this.#ejectedUntil = undefined;
-    this.#requestFailures = 0;
+    this.slot.set(TargetField.ejectedUntil, 0);
+    this.slot.set(TargetField.requestFailures, 0);
     logger.info("target {target} of upstream {upstream} returns from ejection: {reason}", {
       ...this.labels,
       reason,
@@ -137,17 +149,23 @@ export interface CheckedTarget {
  * ```ts
  * import { HealthChecker, TargetHealth } from "./health.ts";
  * import { createHttp1Client } from "./http1_client.ts";
+ * import { TargetStatePool } from "./target_state.ts";
  * const client = createHttp1Client();
  * const url = "http://127.0.0.1:9000";
- * const health = new TargetHealth({ failures: 3, ejectFor: 30_000 }, { upstream: "api", target: url });
- * const checker = new HealthChecker([{ url, health }], {
+ * const healthCheck = {
  *   path: "/healthz",
  *   interval: 5000,
  *   timeout: 2000,
  *   healthyThreshold: 2,
  *   unhealthyThreshold: 3,
- *   expectStatus: [200, 399],
- * }, client);
+ *   expectStatus: [200, 399] as [number, number],
+ * };
+ * const health = new TargetHealth(
+ *   new TargetStatePool().acquire(url),
+ *   { passive: { failures: 3, ejectFor: 30_000 }, healthCheck },
+ *   { upstream: "api", target: url },
+ * );
+ * const checker = new HealthChecker([{ url, health }], healthCheck, client);
  * checker.start();
  * await checker.stop();
  * client.close();

@@ -21,6 +21,7 @@ import {
   parseResponseHead,
   type ResponseHead,
 } from "./http1_parser.ts";
+import { concat } from "../util/concat.ts";
 
 /** Tuning of {@link createHttp1Client}; every field has a default. */
 export interface Http1ClientOptions {
@@ -507,7 +508,7 @@ class Exchange {
     if (!decoder.done) return undefined;
     connection.start = next;
     this.finish(keepAlive);
-    return concat(parts);
+    return parts.length === 1 ? parts[0] : concat(parts);
   }
 
   #streamedBody(
@@ -650,7 +651,7 @@ class BodyReader {
     if (this.#decoder !== null) {
       const parts: Uint8Array<ArrayBuffer>[] = [];
       connection.start = decodeChunks(this.#decoder, connection, parts);
-      if (parts.length > 0) controller.enqueue(concat(parts));
+      if (parts.length > 0) controller.enqueue(parts.length === 1 ? parts[0] : concat(parts));
       if (this.#decoder.done) this.#end(controller);
       return parts.length > 0 || this.#decoder.done;
     }
@@ -684,19 +685,6 @@ function decodeChunks(
     connection.end,
     (data) => parts.push(data.slice() as Uint8Array<ArrayBuffer>),
   );
-}
-
-function concat(parts: Uint8Array<ArrayBuffer>[]): Uint8Array<ArrayBuffer> {
-  if (parts.length === 1) return parts[0];
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const bytes = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.length;
-  }
-  return bytes;
 }
 
 /** One chunk of the chunked coding: size line, data, CRLF, in one buffer for one write. */

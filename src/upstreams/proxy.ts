@@ -6,7 +6,7 @@
  * @module
  */
 
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 import { type UpstreamClient, UpstreamError } from "./client.ts";
 import type { Upstream, UpstreamTarget } from "./upstream.ts";
@@ -52,48 +52,33 @@ function endToEndHeaders(source: Headers): Headers {
   return headers;
 }
 
-/** The JSON error for a request that no target answered. */
-function failureResponse(
+/**
+ * The failure of a request that no target answered. The client learns the
+ * upstream's name and what went wrong; the target's address and the
+ * connection error are the detail, for the log and the admin API.
+ */
+function upstreamFailure(
   upstream: Upstream,
   target: UpstreamTarget,
   error: UpstreamError,
   attempts: number,
-  requestId: string,
-): Response {
-  const where = `upstream "${upstream.name}", target ${target.url}`;
+): GatewayError {
+  const [status, code, what] = UPSTREAM_FAILURES[error.kind];
   const tries = attempts > 1 ? ` (${attempts} attempts)` : "";
-  switch (error.kind) {
-    case "connect":
-      return jsonError(
-        502,
-        "upstream_unreachable",
-        `${where}: cannot connect: ${error.message}${tries}`,
-        requestId,
-      );
-    case "connect-timeout":
-    case "response-timeout":
-      return jsonError(
-        504,
-        "upstream_timeout",
-        `${where}: timed out: ${error.message}${tries}`,
-        requestId,
-      );
-    case "aborted":
-      return jsonError(
-        499,
-        "client_closed_request",
-        `${where}: the client went away before the response`,
-        requestId,
-      );
-    case "protocol":
-      return jsonError(
-        502,
-        "bad_upstream_response",
-        `${where}: bad response: ${error.message}${tries}`,
-        requestId,
-      );
-  }
+  return new GatewayError(status, code, `upstream "${upstream.name}": ${what}${tries}`, {
+    cause: error,
+    detail: { upstream: upstream.name, target: target.url, attempts },
+  });
 }
+
+/** Status, code and client message of each way an upstream request fails. */
+const UPSTREAM_FAILURES: Record<UpstreamError["kind"], [number, string, string]> = {
+  "connect": [502, "upstream_unreachable", "cannot connect"],
+  "connect-timeout": [504, "upstream_timeout", "timed out connecting"],
+  "response-timeout": [504, "upstream_timeout", "timed out waiting for the response"],
+  "aborted": [499, "client_closed_request", "the client went away before the response"],
+  "protocol": [502, "bad_upstream_response", "bad response"],
+};
 
 /**
  * Creates the target that proxies a route's requests to `upstream`.
@@ -117,7 +102,7 @@ function failureResponse(
  * ```ts
  * import { Hono } from "hono";
  * import type { GatewayEnv } from "../pipeline/stage.ts";
- * import { UpstreamConfig } from "../config/schema.ts";
+ * import { UpstreamConfig } from "./config.ts";
  * import { createHttp1Client } from "./http1_client.ts";
  * import { createUpstreamTarget } from "./proxy.ts";
  * import { Upstream } from "./upstream.ts";
@@ -208,21 +193,17 @@ export function createUpstreamTarget(
     for (let attempt = 1;; attempt++) {
       const target = upstream.pick(tried);
       if (target === undefined) {
-        return lastFailure === undefined
-          ? jsonError(
-            503,
-            "no_healthy_target",
-            `upstream "${upstream.name}" has no available target: ` +
-              "all are unhealthy, ejected or behind an open circuit breaker",
-            c.env.requestId,
-          )
-          : failureResponse(
-            upstream,
-            lastFailure.target,
-            lastFailure.error,
-            attempt - 1,
-            c.env.requestId,
-          );
+        return errorResponse(
+          lastFailure === undefined
+            ? new GatewayError(
+              503,
+              "no_healthy_target",
+              `upstream "${upstream.name}" has no available target: ` +
+                "all are unhealthy, ejected or behind an open circuit breaker",
+            )
+            : upstreamFailure(upstream, lastFailure.target, lastFailure.error, attempt - 1),
+          c.env.requestId,
+        );
       }
       c.env.upstreamTarget = target.url;
       if (!preserveHost) headers.set("host", target.host);
@@ -246,7 +227,7 @@ export function createUpstreamTarget(
         if (error.kind !== "aborted") target.reportFailure(`${error.kind}: ${error.message}`);
         target.release();
         if (error.kind === "aborted" || !canRetry || attempt > retries) {
-          return failureResponse(upstream, target, error, attempt, c.env.requestId);
+          return errorResponse(upstreamFailure(upstream, target, error, attempt), c.env.requestId);
         }
         (tried ??= new Set()).add(target);
         lastFailure = { target, error };

@@ -6,11 +6,12 @@
  * @module
  */
 
-import type { UpstreamConfig } from "../config/schema.ts";
+import type { UpstreamConfig } from "./config.ts";
 import { type BalanceAlgorithm, type Balancer, createBalancer } from "./balancer.ts";
 import { type BreakerState, CircuitBreaker } from "./breaker.ts";
 import type { UpstreamClient } from "./client.ts";
 import { HealthChecker, TargetHealth } from "./health.ts";
+import { TargetField, type TargetState, TargetStatePool } from "./target_state.ts";
 
 /** One target's state, as plain data. */
 export interface TargetSnapshot {
@@ -38,7 +39,9 @@ export interface UpstreamSnapshot {
  * caller reports the outcome ({@link reportSuccess} when the response
  * headers arrive, {@link reportFailure} when the request fails, nothing
  * when the client went away) and calls {@link release} once the exchange is
- * over.
+ * over. Its numbers live in its URL's {@link TargetState}, shared with
+ * every other upstream built for that URL (the previous config's, during a
+ * reload).
  */
 export class UpstreamTarget {
   /** The origin: `http://127.0.0.1:9000`. */
@@ -47,29 +50,30 @@ export class UpstreamTarget {
   readonly host: string;
   readonly weight: number;
   readonly health: TargetHealth;
+  readonly #state: TargetState;
   readonly #breaker: CircuitBreaker | undefined;
-  #inFlight = 0;
-  #requests = 0;
-  #failures = 0;
 
   constructor(
     upstream: string,
     entry: UpstreamConfig["targets"][number],
     config: UpstreamConfig,
+    states: TargetStatePool,
     now: () => number,
   ) {
     const url = new URL(entry.url);
     this.url = url.origin;
     this.host = url.host;
     this.weight = entry.weight;
+    this.#state = states.acquire(this.url);
     const labels = { upstream, target: this.url };
-    this.health = new TargetHealth(config.passive, labels, now);
-    this.#breaker = config.breaker && new CircuitBreaker(config.breaker, labels, now);
+    this.health = new TargetHealth(this.#state, config, labels, now);
+    this.#breaker = config.breaker &&
+      new CircuitBreaker(this.#state, config.breaker, labels, now);
   }
 
   /** Requests picked and not yet released. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#state.get(TargetField.inFlight);
   }
 
   /** Whether it may take a request now: healthy, not ejected, breaker letting it through. */
@@ -79,8 +83,8 @@ export class UpstreamTarget {
 
   /** Counts a request as sent to this target; {@link Upstream.pick} does it. */
   acquire(): void {
-    this.#inFlight++;
-    this.#requests++;
+    this.#state.add(TargetField.inFlight, 1);
+    this.#state.add(TargetField.requests, 1);
     this.#breaker?.begin();
   }
 
@@ -92,14 +96,14 @@ export class UpstreamTarget {
 
   /** The request failed (connect, timeout, protocol); `reason` goes to the log. */
   reportFailure(reason: string): void {
-    this.#failures++;
+    this.#state.add(TargetField.failures, 1);
     this.health.requestFailed(reason);
     this.#breaker?.fail();
   }
 
   /** The exchange is over (response streamed, failed, or abandoned). */
   release(): void {
-    this.#inFlight--;
+    this.#state.add(TargetField.inFlight, -1);
     this.#breaker?.end();
   }
 
@@ -111,9 +115,9 @@ export class UpstreamTarget {
       healthy: this.health.isAvailable(),
       ejectedUntil: this.health.ejectedUntil,
       breaker: this.#breaker?.state ?? "closed",
-      inFlight: this.#inFlight,
-      requests: this.#requests,
-      failures: this.#failures,
+      inFlight: this.inFlight,
+      requests: this.#state.get(TargetField.requests),
+      failures: this.#state.get(TargetField.failures),
     };
   }
 }
@@ -126,16 +130,26 @@ export class UpstreamTarget {
  * errors, timeouts, malformed responses): a 5xx answer is the
  * application's, and one broken endpoint must not eject every target.
  *
+ * The targets' state comes from `states`, by URL: pass the gateway's one
+ * {@link TargetStatePool} and a reload's new upstream sees the health,
+ * ejections, breakers and in-flight counts the old one left (the default is
+ * a pool of its own, for an upstream used alone). The targets' state is
+ * held from construction until {@link stop}, which a build that is thrown
+ * away must call too.
+ *
  * @example
  * ```ts
  * import { Upstream } from "./upstream.ts";
  * import { createHttp1Client } from "./http1_client.ts";
- * import { UpstreamConfig } from "../config/schema.ts";
+ * import { TargetStatePool } from "./target_state.ts";
+ * import { UpstreamConfig } from "./config.ts";
  * const client = createHttp1Client();
+ * const states = new TargetStatePool();
  * const upstream = new Upstream(
  *   "api",
  *   UpstreamConfig.parse({ targets: ["http://127.0.0.1:9000"] }),
  *   client,
+ *   states,
  * );
  * upstream.start();
  * const target = upstream.pick();
@@ -147,16 +161,22 @@ export class UpstreamTarget {
  */
 export class Upstream {
   readonly targets: readonly UpstreamTarget[];
+  readonly #states: TargetStatePool;
   readonly #balancer: Balancer<UpstreamTarget>;
   readonly #checker: HealthChecker | undefined;
+  #stopped: Promise<void> | undefined;
 
   constructor(
     readonly name: string,
     readonly config: UpstreamConfig,
     client: UpstreamClient,
+    states: TargetStatePool = new TargetStatePool(),
     now: () => number = Date.now,
   ) {
-    this.targets = config.targets.map((entry) => new UpstreamTarget(name, entry, config, now));
+    this.#states = states;
+    this.targets = config.targets.map((entry) =>
+      new UpstreamTarget(name, entry, config, states, now)
+    );
     this.#balancer = createBalancer(config.balance, this.targets);
     this.#checker = config.healthCheck &&
       new HealthChecker(this.targets, config.healthCheck, client);
@@ -167,9 +187,17 @@ export class Upstream {
     this.#checker?.start();
   }
 
-  /** Stops the health checks and waits for a round in flight. Idempotent. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the health checks, waits for a round in flight, then lets go of
+   * the targets' state (a URL no other upstream holds loses it). Idempotent.
+   */
+  stop(): Promise<void> {
+    return this.#stopped ??= this.#stop();
+  }
+
+  async #stop(): Promise<void> {
     await this.#checker?.stop();
+    for (const target of this.targets) this.#states.release(target.url);
   }
 
   /**

@@ -1,12 +1,15 @@
 /**
  * The config of one language worker: an entry of the `workers` section.
  * Paths (`cwd`, a relative `command[0]` with a slash, `watch` globs) are
- * resolved against the config file by `src/config/load.ts`.
+ * made absolute against the config file, and the program must exist.
  *
  * @module
  */
 
+import { join, resolve } from "node:path";
 import { z } from "zod";
+import { directoryProblem } from "../config/paths.ts";
+import type { ConfigSection } from "../config/section.ts";
 import { Duration, Size } from "../config/units.ts";
 
 /**
@@ -58,3 +61,63 @@ export const WorkerConfig = z.strictObject({
 
 /** One worker's validated config. */
 export type WorkerConfig = z.output<typeof WorkerConfig>;
+
+/** The `workers` section. */
+export const WorkersConfig = z.array(WorkerConfig);
+
+/** Whether `program` (a path, or a name looked up in `path`) is an executable file. */
+async function findProgram(program: string, path: string): Promise<boolean> {
+  const candidates = program.includes("/")
+    ? [program]
+    : path.split(":").filter(Boolean).map((dir) => join(dir, program));
+  for (const candidate of candidates) {
+    const info = await Deno.stat(candidate).catch(() => undefined);
+    if (info?.isFile && (info.mode === null || (info.mode & 0o111) !== 0)) return true;
+  }
+  return false;
+}
+
+/**
+ * The `workers` section: names are unique and define the name kind `worker`
+ * (a function owner); `cwd` must be a directory and the program must exist.
+ */
+export const workersSection = {
+  schema: WorkersConfig.default([]).describe("language workers (Python, PHP, Node, ...)"),
+  defines: {
+    worker: (workers) => workers.map((worker, i) => ({ name: worker.name, path: ["workers", i] })),
+  },
+  check(workers, _references, report) {
+    const first = new Map<string, number>();
+    for (const [i, worker] of workers.entries()) {
+      const earlier = first.get(worker.name);
+      if (earlier === undefined) first.set(worker.name, i);
+      else {
+        report(
+          ["workers", i, "name"],
+          `worker "${worker.name}" is already defined by workers[${earlier}]`,
+        );
+      }
+    }
+  },
+  async resolve(workers, { dir, env, report }) {
+    for (const [i, worker] of workers.entries()) {
+      const cwd = worker.cwd = resolve(dir, worker.cwd ?? ".");
+      const program = worker.command[0];
+      if (program.includes("/")) worker.command[0] = resolve(cwd, program);
+      worker.watch = worker.watch.map((glob) => resolve(cwd, glob));
+      const problem = await directoryProblem(cwd);
+      if (problem) report(["workers", i, "cwd"], problem);
+      else if (!await findProgram(worker.command[0], worker.env.PATH ?? env("PATH") ?? "")) {
+        report(
+          ["workers", i, "command"],
+          program.includes("/")
+            ? `"${worker.command[0]}" does not exist or is not executable`
+            : `"${program}" was not found on PATH (is it installed?)`,
+        );
+      }
+    }
+  },
+} satisfies ConfigSection<z.ZodDefault<typeof WorkersConfig>>;
+
+/** The validated `workers` section. */
+export type WorkersConfig = z.output<typeof WorkersConfig>;

@@ -1,13 +1,18 @@
 /**
  * One worker's socket, framed: frames in are decoded and handed to the
- * current handler one by one; frames out are queued and written together, so
- * a burst of calls costs one write.
+ * current handler one by one; frames out go through the listeners' write
+ * queue ({@link FrameWriter}), which writes them in order and coalesces a
+ * burst into one write.
  *
  * @module
  */
 
+import { closeQuietly, FrameWriter } from "../listeners/stream_connection.ts";
 import { encodeFrame, FrameDecoder, type FrameMessage } from "./frame.ts";
 import type { GatewayMessage } from "./protocol.ts";
+
+/** Bytes read from the socket at a time. */
+const READ_SIZE = 64 * 1024;
 
 /** Why a connection closed. */
 export interface ConnectionClosed {
@@ -19,7 +24,12 @@ export interface ConnectionClosed {
 /**
  * A framed connection with a worker process. Any failure (a frame that does
  * not decode, a handler that throws, a write or read error, EOF) closes it
- * and settles {@link closed} with the reason.
+ * and settles {@link closed} with the reason; a frame's problem is named with
+ * the frame's byte offset in the stream.
+ *
+ * What is queued for the worker is not capped here: calls are bounded by the
+ * instance's concurrency, and event delivery waits on {@link drained} once
+ * {@link buffered} grows.
  *
  * @example
  * ```ts
@@ -36,19 +46,18 @@ export class WorkerConnection {
   handler: (message: FrameMessage) => void = () => {};
   readonly #conn: Deno.Conn;
   readonly #decoder: FrameDecoder;
-  #outgoing: Uint8Array[] = [];
-  /** Bytes queued or being written. */
-  #buffered = 0;
-  #drained?: PromiseWithResolvers<void>;
-  #writing = false;
+  readonly #writer: FrameWriter;
   #closedReason?: string;
-  #ending?: string;
   readonly #closed = Promise.withResolvers<ConnectionClosed>();
 
   /** `maxFrame` bounds the frames either side may send. */
   constructor(conn: Deno.Conn, maxFrame: number) {
     this.#conn = conn;
     this.#decoder = new FrameDecoder(maxFrame);
+    this.#writer = new FrameWriter(conn, {
+      limit: Infinity,
+      fail: (reason) => this.close(reason),
+    });
     this.#read();
   }
 
@@ -63,8 +72,7 @@ export class WorkerConnection {
 
   /** Closes once the frames queued so far are written. */
   end(reason: string): void {
-    this.#ending = reason;
-    if (!this.#writing) this.close(reason);
+    this.#writer.flushed().then(() => this.close(reason));
   }
 
   /** Resolves with why the connection closed. */
@@ -79,14 +87,12 @@ export class WorkerConnection {
 
   /** Bytes queued for the worker and not yet written. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#writer.pending;
   }
 
   /** Resolves once everything queued so far is written (or the connection closed). */
   drained(): Promise<void> {
-    if (!this.#writing || !this.open) return Promise.resolve();
-    this.#drained ??= Promise.withResolvers();
-    return this.#drained.promise;
+    return this.#writer.flushed();
   }
 
   /**
@@ -95,46 +101,21 @@ export class WorkerConnection {
    */
   send(message: GatewayMessage): void {
     if (!this.open) return;
-    const frame = encodeFrame(message, this.maxFrame);
-    this.#outgoing.push(frame);
-    this.#buffered += frame.length;
-    if (!this.#writing) {
-      this.#writing = true;
-      queueMicrotask(() => this.#flush());
-    }
+    this.#writer.write(encodeFrame(message, this.maxFrame));
   }
 
   /** Closes the socket (idempotent); `byPeer` when the worker closed its end. */
   close(reason: string, byPeer = false): void {
     if (!this.open) return;
     this.#closedReason = reason;
-    try {
-      this.#conn.close();
-    } catch { /* already closed */ }
+    this.#writer.close();
+    closeQuietly(this.#conn);
     this.#closed.resolve({ reason, byPeer });
   }
 
-  async #flush(): Promise<void> {
-    try {
-      while (this.#outgoing.length > 0 && this.open) {
-        const frames = this.#outgoing;
-        this.#outgoing = [];
-        const bytes = frames.length === 1 ? frames[0] : concat(frames);
-        for (let at = 0; at < bytes.length;) at += await this.#conn.write(bytes.subarray(at));
-        this.#buffered -= bytes.length;
-      }
-    } catch (error) {
-      this.close(`writing to the worker failed: ${(error as Error).message}`);
-    } finally {
-      this.#writing = false;
-      this.#drained?.resolve();
-      this.#drained = undefined;
-      if (this.#ending !== undefined) this.close(this.#ending);
-    }
-  }
-
   async #read(): Promise<void> {
-    const buffer = new Uint8Array(64 * 1024);
+    // One buffer for every read: the decoder copies what it keeps of a chunk.
+    const buffer = new Uint8Array(READ_SIZE);
     try {
       while (this.open) {
         const n = await this.#conn.read(buffer);
@@ -143,25 +124,17 @@ export class WorkerConnection {
           this.close(`the worker closed the connection${partial}`, true);
           return;
         }
-        for (const message of this.#decoder.push(buffer.subarray(0, n))) {
+        for (const { message, offset } of this.#decoder.push(buffer.subarray(0, n))) {
           if (!this.open) return;
-          this.handler(message);
+          try {
+            this.handler(message);
+          } catch (error) {
+            throw new Error(`frame at byte offset ${offset}: ${(error as Error).message}`);
+          }
         }
       }
     } catch (error) {
       this.close(this.open ? (error as Error).message : this.#closedReason!);
     }
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }

@@ -1,8 +1,10 @@
 /**
  * One process of a language worker: spawned with `Deno.Command` and the
- * `GATEWAY_*` environment (socket, worker, instance, concurrency), its stdout and stderr lines logged with the worker
- * and instance, its `hello` awaited within `startTimeout`, pinged every
- * `heartbeat`, its calls in flight tracked by id, and stopped gracefully:
+ * `GATEWAY_*` environment (socket, worker, instance, concurrency), its
+ * stdout and stderr lines logged with the worker and instance, its `hello`
+ * awaited within `startTimeout`, pinged every `heartbeat` (a
+ * {@link Heartbeat}), its calls in flight in a {@link PendingCalls} table
+ * (counted in the worker's {@link CallStats}), and stopped gracefully:
  * `stop`, then SIGTERM, then SIGKILL, each after `stopTimeout`.
  *
  * @module
@@ -15,9 +17,10 @@ import { callFunction, errorBody, FunctionCallError, parseFunctionRef } from "..
 import type { WorkerConfig } from "./config.ts";
 import type { WorkerConnection } from "./connection.ts";
 import type { FrameMessage } from "./frame.ts";
-import { LatencyWindow } from "../observability/latency.ts";
-import type { WorkerMetricValues } from "./metrics.ts";
-import type { PoolMember } from "./pool.ts";
+import { Heartbeat } from "../supervision/heartbeat.ts";
+import { PendingCalls } from "../supervision/pending.ts";
+import type { PoolMember } from "../supervision/pool.ts";
+import type { CallStats } from "../supervision/stats.ts";
 import {
   type Call,
   type EncodedPayload,
@@ -69,14 +72,8 @@ export interface InstanceExit {
 export interface InstanceServices {
   bus: Bus;
   socketPath: string;
-  metrics: WorkerMetricValues;
-}
-
-interface PendingCall {
-  resolve(value: unknown): void;
-  reject(error: Error): void;
-  started: number;
-  timer: ReturnType<typeof setTimeout>;
+  /** The worker's counts and timings, which every instance's calls add to. */
+  stats: CallStats;
 }
 
 /**
@@ -86,13 +83,14 @@ interface PendingCall {
  * ```ts
  * import { Bus } from "../bus/bus.ts";
  * import { MetricsRegistry } from "../observability/metrics.ts";
+ * import { SupervisionMetrics } from "../supervision/metrics.ts";
+ * import { CallStats } from "../supervision/stats.ts";
  * import { WorkerConfig } from "./config.ts";
  * import { WorkerInstance } from "./instance.ts";
- * import { WorkerMetrics } from "./metrics.ts";
  * const config = WorkerConfig.parse({ name: "echo", command: ["python3", "echo.py"] });
- * const metrics = new WorkerMetrics(new MetricsRegistry()).of("echo");
+ * const stats = new CallStats(new SupervisionMetrics(new MetricsRegistry()).of("worker", "echo"));
  * const instance = new WorkerInstance(config, 0, {
- *   bus: new Bus(), socketPath: "/tmp/workers.sock", metrics,
+ *   bus: new Bus(), socketPath: "/tmp/workers.sock", stats,
  * });
  * await instance.ready; // once the socket server attached its hello
  * await instance.call("echo", { hi: 1 }, Date.now() + 1000, {});
@@ -106,15 +104,14 @@ export class WorkerInstance implements PoolMember {
   state: InstanceState = "starting";
   functions: string[] = [];
   concurrency: number;
-  errors = 0;
-  readonly latency = new LatencyWindow();
   /** Settles when the process has exited; never rejects. */
   readonly exited: Promise<InstanceExit>;
   /** Called when it starts taking calls and whenever a call of it settles. */
   onAvailable: () => void = () => {};
   readonly #services: InstanceServices;
   readonly #child: Deno.ChildProcess;
-  readonly #pending = new Map<number, PendingCall>();
+  readonly #pending: PendingCalls;
+  readonly #heartbeat: Heartbeat;
   readonly #subscriptions = new Map<string, Subscription>();
   /** Ids of the calls the worker made that wait for their result, and those it cancelled. */
   readonly #outbound = new Set<string | number>();
@@ -123,9 +120,7 @@ export class WorkerInstance implements PoolMember {
   readonly #source: MessageSource;
   readonly #stderrTail: string[] = [];
   #connection?: WorkerConnection;
-  #nextId = 1;
-  #lastSeen = Date.now();
-  #heartbeatTimer?: ReturnType<typeof setInterval>;
+  #nextPing = 1;
   #waitTimer?: ReturnType<typeof setTimeout>;
   #failure?: string;
   #stopping?: Promise<void>;
@@ -143,6 +138,12 @@ export class WorkerInstance implements PoolMember {
     this.#services = services;
     this.label = `worker "${config.name}" instance ${index}`;
     this.concurrency = config.concurrency;
+    this.#pending = new PendingCalls({ label: this.label, stats: services.stats });
+    this.#heartbeat = new Heartbeat(config.heartbeat, MISSED_HEARTBEATS, {
+      ping: () => this.#connection?.send({ type: "ping", id: this.#nextPing++ }),
+      busy: () => this.#pending.size > 0,
+      hung: (silent) => this.#kill(`missed heartbeats: silent for ${silent} ms`),
+    });
     this.#source = {
       listener: config.name,
       protocol: "worker",
@@ -217,7 +218,6 @@ export class WorkerInstance implements PoolMember {
     this.#connection = connection;
     this.functions = hello.functions;
     this.concurrency = Math.min(this.config.concurrency, hello.concurrency);
-    this.#lastSeen = Date.now();
     connection.send({
       type: "welcome",
       protocol: PROTOCOL_VERSION,
@@ -228,7 +228,7 @@ export class WorkerInstance implements PoolMember {
     for (const filter of hello.subscriptions) this.#subscribe(filter);
     connection.handler = (frame) => this.#receive(frame);
     connection.closed.then(({ reason, byPeer }) => this.#onDisconnect(connection, reason, byPeer));
-    this.#heartbeatTimer ??= setInterval(() => this.#heartbeat(), this.config.heartbeat);
+    this.#heartbeat.start();
     if (this.state === "starting" || this.state === "disconnected") this.state = "ready";
     logger.info("{worker}[{instance}] pid {pid} ready: {functions}", {
       worker: this.config.name,
@@ -255,31 +255,19 @@ export class WorkerInstance implements PoolMember {
     if (!connection?.open) {
       return Promise.reject(this.#lost(`${this.label} is not connected`));
     }
-    const id = this.#nextId++;
     const timeout = Math.max(0, Math.round(deadline - Date.now()));
-    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
-    const pending: PendingCall = {
-      resolve,
-      reject,
-      started: performance.now(),
-      timer: setTimeout(() => {
-        connection.send({ type: "cancel", id });
-        this.#settle(
-          id,
-          new FunctionCallError({
-            type: "timeout",
-            message: `${this.label}: ${name} did not answer within ${timeout} ms`,
-          }),
-        );
-      }, timeout),
-    };
-    this.#pending.set(id, pending);
+    const { id, result } = this.#pending.open(
+      name,
+      deadline,
+      undefined,
+      (id) => connection.send({ type: "cancel", id }),
+    );
     try {
       connection.send({ type: "call", id, function: name, args, timeout, meta });
     } catch (error) {
       this.#settle(id, new FunctionCallError({ type: "bad_arguments", message: String(error) }));
     }
-    return promise;
+    return result;
   }
 
   /** Stops taking new calls; the ones in flight finish. */
@@ -306,10 +294,6 @@ export class WorkerInstance implements PoolMember {
       uptimeSeconds: Math.round((Date.now() - this.spawnedAt) / 1000),
       concurrency: this.concurrency,
       inFlight: this.inFlight,
-      calls: this.latency.total,
-      errors: this.errors,
-      p50Ms: round(this.latency.quantile(0.5)),
-      p99Ms: round(this.latency.quantile(0.99)),
       functions: this.functions,
       subscriptions: [...this.#subscriptions.keys()],
     };
@@ -351,24 +335,12 @@ export class WorkerInstance implements PoolMember {
     } catch { /* already exited */ }
   }
 
-  #heartbeat(): void {
-    if (this.state === "exited" || !this.#connection?.open) return;
-    const silent = Date.now() - this.#lastSeen;
-    // A sequential SDK (PHP) cannot answer pings while a call runs: calls in flight have their
-    // own deadlines, so silence counts only when the instance has nothing to do.
-    if (this.#pending.size === 0 && silent > MISSED_HEARTBEATS * this.config.heartbeat) {
-      this.#kill(`missed heartbeats: silent for ${silent} ms`);
-      return;
-    }
-    this.#connection.send({ type: "ping", id: this.#nextId++ });
-  }
-
   #receive(frame: FrameMessage): void {
-    this.#lastSeen = Date.now();
+    this.#heartbeat.seen();
     const message: WorkerMessage = parseWorkerMessage(frame);
     switch (message.type) {
       case "result": {
-        if (typeof message.id !== "number" || !this.#pending.has(message.id)) return;
+        if (typeof message.id !== "number") return;
         this.#settle(
           message.id,
           message.ok ? undefined : new FunctionCallError(message.error),
@@ -409,21 +381,8 @@ export class WorkerInstance implements PoolMember {
   }
 
   #settle(id: number, error?: Error, value?: unknown): void {
-    const pending = this.#pending.get(id);
-    if (!pending) return;
-    this.#pending.delete(id);
-    clearTimeout(pending.timer);
-    const ms = performance.now() - pending.started;
-    const { metrics } = this.#services;
-    metrics.calls.inc();
-    this.latency.add(ms);
-    metrics.duration.observe(ms / 1000);
-    if (error) {
-      this.errors++;
-      metrics.errors.inc();
-      pending.reject(error);
-    } else pending.resolve(value);
-    this.onAvailable();
+    const settled = error ? this.#pending.reject(id, error) : this.#pending.resolve(id, value);
+    if (settled) this.onAvailable();
   }
 
   /** A call the worker makes: through the bus to any function, answered with a `result`. */
@@ -516,6 +475,7 @@ export class WorkerInstance implements PoolMember {
 
   #onDisconnect(connection: WorkerConnection, reason: string, byPeer: boolean): void {
     if (connection !== this.#connection || this.state === "exited") return;
+    this.#heartbeat.stop();
     // Out of the pool first: rejecting the calls frees slots that queued calls would take.
     const stopping = this.state === "stopping" || this.state === "draining";
     if (!stopping) this.state = "disconnected";
@@ -540,7 +500,7 @@ export class WorkerInstance implements PoolMember {
     const requested = this.#stoppedBy !== undefined;
     this.state = "exited";
     clearTimeout(this.#waitTimer);
-    clearInterval(this.#heartbeatTimer);
+    this.#heartbeat.stop();
     this.#connection?.close("the process exited");
     for (const subscription of this.#subscriptions.values()) subscription.unsubscribe();
     this.#subscriptions.clear();
@@ -571,7 +531,9 @@ export class WorkerInstance implements PoolMember {
   }
 
   #rejectPending(message: string): void {
-    for (const id of [...this.#pending.keys()]) this.#settle(id, this.#lost(message));
+    if (this.#pending.size === 0) return;
+    this.#pending.failAll(this.#lost(message));
+    this.onAvailable();
   }
 
   #lost(message: string): FunctionCallError {
@@ -619,8 +581,4 @@ function existsDir(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-function round(ms: number | null): number | null {
-  return ms === null ? null : Math.round(ms * 1000) / 1000;
 }

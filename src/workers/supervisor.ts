@@ -3,7 +3,12 @@
  * section, reloaded atomically with the rest of the config (new and changed
  * workers are started beside the running ones and must all say hello before
  * the change is committed; removed and replaced ones are then stopped
- * gracefully). One Unix socket serves every worker; each connection names
+ * gracefully). At the gateway's first start a worker whose instances exit or
+ * stay silent does not refuse the config: it serves degraded (in backoff,
+ * `failed` in its status, its calls `unavailable`); on a reload a new or
+ * changed worker that cannot start refuses the config, and an unchanged one
+ * that is failing is started afresh without blocking it. One Unix socket
+ * serves every worker; each connection names
  * its worker and instance in its `hello`. Admin endpoints: `GET /workers`,
  * `GET /workers/:name`, `POST /workers/:name/restart` (rolling).
  *
@@ -14,13 +19,14 @@ import { join } from "node:path";
 import { getLogger } from "@logtape/logtape";
 import type { Hono } from "hono";
 import type { Bus } from "../bus/bus.ts";
-import type { GatewayConfig } from "../config/schema.ts";
+import type { WorkersConfig } from "./config.ts";
+import { StreamServer } from "../listeners/stream_connection.ts";
 import { claimSocketPath } from "../listeners/unix_socket.ts";
-import type { GatewayModule, ModuleChange } from "../module.ts";
+import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
 import { jsonError } from "../pipeline/errors.ts";
 import { WorkerConnection } from "./connection.ts";
-import { WorkerMetrics } from "./metrics.ts";
+import { SupervisionMetrics } from "../supervision/metrics.ts";
 import { parseHello } from "./protocol.ts";
 import { LanguageWorker } from "./worker.ts";
 
@@ -53,40 +59,37 @@ export function workerSocketPath(dataDir: string): string {
  * @example
  * ```ts
  * import { Bus } from "../bus/bus.ts";
- * import { GatewayConfig } from "../config/schema.ts";
+ * import { References } from "../config/references.ts";
  * import { MetricsRegistry } from "../observability/metrics.ts";
+ * import { WorkerConfig } from "./config.ts";
  * import { WorkerSupervisor } from "./supervisor.ts";
  * const supervisor = new WorkerSupervisor(new Bus(), new MetricsRegistry());
- * const change = await supervisor.prepare(GatewayConfig.parse({
- *   storage: { dataDir: "/tmp/gw" },
- *   workers: [{ name: "echo", command: ["python3", "examples/workers/python/worker.py"] }],
- * }));
+ * const workers = [
+ *   WorkerConfig.parse({ name: "echo", command: ["python3", "examples/workers/python/worker.py"] }),
+ * ];
+ * const context = { starting: true, dataDir: "/tmp/gw", references: new References() };
+ * const change = await supervisor.prepare({ workers }, context);
  * await change.commit();
  * await supervisor.stop();
  * ```
  */
-export class WorkerSupervisor implements GatewayModule {
+export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig }> {
   readonly name = "workers";
+  readonly sections = ["workers"] as const;
   readonly #bus: Bus;
-  readonly #metrics: WorkerMetrics;
+  readonly #metrics: SupervisionMetrics;
   /** The committed workers by name. */
   #workers = new Map<string, LanguageWorker>();
   /** Every worker with live instances: committed, being prepared, or draining after a reload. */
   readonly #all = new Set<LanguageWorker>();
   readonly #retiring = new Set<Promise<void>>();
-  #listener?: Deno.Listener;
+  #server?: StreamServer;
   #socketPath?: string;
   #stopped?: Promise<void>;
 
   constructor(bus: Bus, registry: MetricsRegistry) {
     this.#bus = bus;
-    this.#metrics = new WorkerMetrics(registry);
-    registry.collect(() => {
-      this.#metrics.inFlight.reset();
-      for (const worker of this.#workers.values()) {
-        this.#metrics.inFlight.labels({ worker: worker.name }).set(worker.inFlight);
-      }
-    });
+    this.#metrics = new SupervisionMetrics(registry);
   }
 
   /** A committed worker by name. */
@@ -96,27 +99,32 @@ export class WorkerSupervisor implements GatewayModule {
 
   /**
    * Starts the workers that are new or whose config changed (beside the
-   * running ones) and waits for every instance's hello. Throws, with every
-   * problem naming its `workers[i]` entry, when one cannot start; what it
-   * started is stopped again then.
+   * running ones), and those unchanged that are failing, and waits for every
+   * instance's hello. Throws, with every problem naming its `workers[i]`
+   * entry, when a command cannot be spawned, or when a new or changed worker
+   * cannot start on a reload; what it started is stopped again then.
    */
-  async prepare(config: GatewayConfig): Promise<ModuleChange> {
+  async prepare(config: { workers: WorkersConfig }, context: PrepareContext): Promise<Change> {
     if (this.#stopped) throw new Error("the workers module is stopped");
     const next = new Map<string, LanguageWorker>();
     const started: LanguageWorker[] = [];
-    if (config.workers.length > 0) await this.#listen(config.storage.dataDir);
+    /** Those that may serve degraded: all at the first start, the unchanged failing ones later. */
+    const degraded = new Set<LanguageWorker>();
+    if (config.workers.length > 0) await this.#listen(context.dataDir);
     for (const [i, entry] of config.workers.entries()) {
       const current = this.#workers.get(entry.name);
-      if (current && current.key === JSON.stringify(entry) && current.state !== "failed") {
+      const unchanged = current?.key === JSON.stringify(entry);
+      if (current && unchanged && current.state !== "failed") {
         next.set(entry.name, current);
         continue;
       }
       const worker = new LanguageWorker(entry, `workers[${i}]`, {
         bus: this.#bus,
         socketPath: this.#socketPath!,
-        metrics: this.#metrics.of(entry.name),
+        metrics: this.#metrics.of("worker", entry.name),
       });
       started.push(worker);
+      if (context.starting || unchanged) degraded.add(worker);
       next.set(entry.name, worker);
       this.#all.add(worker);
     }
@@ -124,7 +132,9 @@ export class WorkerSupervisor implements GatewayModule {
       await Promise.all(started.map((worker) => worker.stop()));
       for (const worker of started) this.#all.delete(worker);
     };
-    const outcomes = await Promise.allSettled(started.map((worker) => worker.start()));
+    const outcomes = await Promise.allSettled(
+      started.map((worker) => worker.start(degraded.has(worker))),
+    );
     const problems = outcomes.flatMap((outcome) =>
       outcome.status === "rejected" ? [(outcome.reason as Error).message] : []
     );
@@ -154,9 +164,7 @@ export class WorkerSupervisor implements GatewayModule {
       this.#workers = new Map();
       await Promise.all([...this.#all].map((worker) => worker.stop()));
       await Promise.all(this.#retiring);
-      try {
-        this.#listener?.close();
-      } catch { /* closed */ }
+      await this.#server?.stop();
       if (this.#socketPath) await Deno.remove(this.#socketPath).catch(() => {});
     })();
     return this.#stopped;
@@ -198,21 +206,23 @@ export class WorkerSupervisor implements GatewayModule {
   }
 
   async #listen(dataDir: string): Promise<void> {
-    if (this.#listener) return;
+    if (this.#server) return;
     const path = workerSocketPath(dataDir);
     await Deno.mkdir(join(path, ".."), { recursive: true });
     await claimSocketPath(path, "workers socket");
-    this.#listener = Deno.listen({ transport: "unix", path });
+    const listener = Deno.listen({ transport: "unix", path });
     await Deno.chmod(path, 0o600);
     this.#socketPath = path;
+    // Like every listener's, the accept loop outlives accept errors (EMFILE).
+    this.#server = new StreamServer("workers socket", listener, (conn) => this.#accept(conn));
     logger.info("workers connect to {path}", { path });
-    (async () => {
-      for await (const conn of this.#listener!) this.#accept(conn);
-    })().catch(() => {/* closed */});
   }
 
-  /** Waits for a connection's hello and hands it to the instance it names. */
-  #accept(conn: Deno.Conn): void {
+  /**
+   * Waits for a connection's hello and hands it to the instance it names;
+   * resolves when the connection closes.
+   */
+  async #accept(conn: Deno.Conn): Promise<void> {
     const connection = new WorkerConnection(conn, HELLO_MAX_FRAME);
     const refuse = (message: string) => {
       logger.warning("workers socket: refused a connection: {message}", { message });
@@ -223,7 +233,6 @@ export class WorkerSupervisor implements GatewayModule {
       () => refuse(`no hello within ${HELLO_TIMEOUT_MS} ms`),
       HELLO_TIMEOUT_MS,
     );
-    connection.closed.then(() => clearTimeout(timer));
     connection.handler = (frame) => {
       clearTimeout(timer);
       connection.handler = () => {};
@@ -244,6 +253,8 @@ export class WorkerSupervisor implements GatewayModule {
       }
       refuse(`no instance ${hello.instance} of worker "${hello.worker}" is waiting for a hello`);
     };
+    await connection.closed;
+    clearTimeout(timer);
   }
 }
 

@@ -8,6 +8,7 @@
 
 import { dirname } from "node:path";
 import { getLogger } from "@logtape/logtape";
+import { watchDebounced } from "../util/watch.ts";
 
 const logger = getLogger(["gateway", "workers"]);
 const DEBOUNCE_MS = 200;
@@ -57,41 +58,10 @@ function watchRoot(glob: string): string {
  */
 export function watchGlobs(globs: string[], onChange: (paths: string[]) => void): () => void {
   const patterns = globs.map(globToRegExp);
-  const roots = [...new Set(globs.map(watchRoot))];
-  const watchers: Deno.FsWatcher[] = [];
-  let changed = new Set<string>();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  for (const root of roots) {
-    let watcher: Deno.FsWatcher;
-    try {
-      watcher = Deno.watchFs(root, { recursive: true });
-    } catch (error) {
-      logger.warning("cannot watch {root}: {error}", { root, error: (error as Error).message });
-      continue;
-    }
-    watchers.push(watcher);
-    (async () => {
-      for await (const event of watcher) {
-        if (event.kind === "access") continue;
-        for (const path of event.paths) {
-          if (patterns.some((pattern) => pattern.test(path))) changed.add(path);
-        }
-        if (changed.size === 0) continue;
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          const paths = [...changed];
-          changed = new Set();
-          onChange(paths);
-        }, DEBOUNCE_MS);
-      }
-    })().catch(() => {/* closed */});
-  }
-  return () => {
-    clearTimeout(timer);
-    for (const watcher of watchers) {
-      try {
-        watcher.close();
-      } catch { /* closed */ }
-    }
-  };
+  return watchDebounced(globs.map(watchRoot), onChange, {
+    debounceMs: DEBOUNCE_MS,
+    filter: (path) => patterns.some((pattern) => pattern.test(path)),
+    onError: (root, error) =>
+      logger.warning("cannot watch {root}: {error}", { root, error: error.message }),
+  });
 }

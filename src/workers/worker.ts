@@ -1,11 +1,12 @@
 /**
  * One configured worker: its instances (one slot per configured instance),
  * the pool that routes its calls, its functions served on the bus as
- * `fn/<worker>/<function>`, and its supervision: restart with exponential
- * backoff after an exit, `failed` after {@link MAX_FAST_CRASHES} crashes in a
- * row each within {@link FAST_CRASH_MS} of starting, and rolling restarts (on
- * a watched file change or on request) in which each new instance says hello
- * before the old one stops taking calls.
+ * `fn/<worker>/<function>`, and its supervision: each slot's
+ * {@link Restarter} restarts it with capped exponential backoff after an exit
+ * and marks it `failed` after repeated quick crashes; rolling restarts (on a
+ * watched file change or on request) start each new instance, which says
+ * hello, before the old one stops taking calls. Calls to a worker none of
+ * whose slots is up answer `unavailable` with the reason.
  *
  * @module
  */
@@ -16,42 +17,32 @@ import { type CallInfo, FunctionCallError, serveFunction } from "../functions/ca
 import type { WorkerConfig } from "./config.ts";
 import type { WorkerConnection } from "./connection.ts";
 import { type InstanceExit, WorkerInstance } from "./instance.ts";
-import type { WorkerMetricValues } from "./metrics.ts";
-import { WorkerPool } from "./pool.ts";
+import { CallPool } from "../supervision/pool.ts";
+import { Restarter } from "../supervision/restart.ts";
+import type { PartState, PartStatus } from "../supervision/stats.ts";
+import { CallStats } from "../supervision/stats.ts";
+import type { PartMetricValues } from "../supervision/metrics.ts";
 import type { Hello } from "./protocol.ts";
 import { watchGlobs } from "./watch.ts";
 
 const logger = getLogger(["gateway", "workers"]);
 
-/** An instance that exits sooner than this after its spawn crashed "fast". */
-export const FAST_CRASH_MS = 10_000;
-/** Fast crashes in a row after which a slot gives up (state `failed`). */
-export const MAX_FAST_CRASHES = 5;
-/** The first restart delay; it doubles with each fast crash in a row. */
-const BACKOFF_BASE_MS = 100;
-const BACKOFF_MAX_MS = 30_000;
 /** Call timeout when the caller gave no deadline. */
 const DEFAULT_TIMEOUT_MS = 30_000;
-
-/** Where one configured instance of a worker stands. */
-export type SlotState = "starting" | "running" | "backoff" | "failed" | "stopped";
 
 interface Slot {
   readonly index: number;
   instance?: WorkerInstance;
-  state: SlotState;
-  restarts: number;
-  fastCrashes: number;
-  reason?: string;
+  readonly restarter: Restarter;
   lastExit?: InstanceExit;
-  timer?: ReturnType<typeof setTimeout>;
 }
 
 /** What a worker uses of the gateway. */
 export interface WorkerServices {
   bus: Bus;
   socketPath: string;
-  metrics: WorkerMetricValues;
+  /** The worker's values of the shared supervision metrics. */
+  metrics: PartMetricValues;
 }
 
 /**
@@ -61,13 +52,13 @@ export interface WorkerServices {
  * ```ts
  * import { Bus } from "../bus/bus.ts";
  * import { MetricsRegistry } from "../observability/metrics.ts";
+ * import { SupervisionMetrics } from "../supervision/metrics.ts";
  * import { WorkerConfig } from "./config.ts";
- * import { WorkerMetrics } from "./metrics.ts";
  * import { LanguageWorker } from "./worker.ts";
  * const config = WorkerConfig.parse({ name: "echo", command: ["python3", "echo.py"] });
  * const worker = new LanguageWorker(config, "workers[0]", {
  *   bus: new Bus(), socketPath: "/tmp/workers.sock",
- *   metrics: new WorkerMetrics(new MetricsRegistry()).of("echo"),
+ *   metrics: new SupervisionMetrics(new MetricsRegistry()).of("worker", "echo"),
  * });
  * await worker.start(); // the socket server hands it each hello with worker.claim()
  * worker.serve();
@@ -75,10 +66,12 @@ export interface WorkerServices {
  * ```
  */
 export class LanguageWorker {
-  readonly pool: WorkerPool<WorkerInstance>;
+  readonly pool: CallPool<WorkerInstance>;
+  /** Calls, errors, durations and restarts over every instance. */
+  readonly stats: CallStats;
   /** The config as JSON: equal keys need no restart on reload. */
   readonly key: string;
-  readonly #services: WorkerServices;
+  readonly #services: WorkerServices & { stats: CallStats };
   readonly #slots: Slot[];
   /** Every instance not yet exited: the slots' and those starting or draining beside them. */
   readonly #live = new Set<WorkerInstance>();
@@ -90,15 +83,14 @@ export class LanguageWorker {
 
   /** `path` names the entry in errors (`workers[2]`). Starts nothing. */
   constructor(readonly config: WorkerConfig, readonly path: string, services: WorkerServices) {
-    this.#services = services;
+    this.stats = new CallStats(services.metrics);
+    this.#services = { ...services, stats: this.stats };
     this.key = JSON.stringify(config);
-    this.pool = new WorkerPool(config.name, config.queue);
-    this.#slots = Array.from({ length: config.instances }, (_, index) => ({
-      index,
-      state: "starting" as SlotState,
-      restarts: 0,
-      fastCrashes: 0,
-    }));
+    this.pool = new CallPool(`worker "${config.name}"`, config.queue, services.metrics.queued);
+    this.#slots = Array.from({ length: config.instances }, (_, index) => {
+      const slot: Slot = { index, restarter: new Restarter(() => this.#respawn(slot)) };
+      return slot;
+    });
   }
 
   /** The worker's name. */
@@ -106,22 +98,27 @@ export class LanguageWorker {
     return this.config.name;
   }
 
-  /** `running`, `starting`, `degraded` (some slots down), `failed` (all) or `stopped`. */
+  /**
+   * `running`, `starting`, `degraded` (some slots down), `failed` (no slot up:
+   * each in backoff or given up) or `stopped`.
+   */
   get state(): string {
-    const states = this.#slots.map((slot) => slot.state);
+    const states: PartState[] = this.#slots.map((slot) => slot.restarter.state);
     if (this.#stopped || states.every((state) => state === "stopped")) return "stopped";
-    if (states.every((state) => state === "failed")) return "failed";
     if (states.every((state) => state === "running")) return "running";
     if (states.every((state) => state === "starting" || state === "running")) return "starting";
-    return "degraded";
+    if (states.some((state) => state === "starting" || state === "running")) return "degraded";
+    return "failed";
   }
 
   /**
    * Spawns every instance and waits for their hellos. Throws an error naming
    * the config entry when one cannot start (command missing, exit or silence
-   * before hello); nothing is left running then.
+   * before hello); nothing is left running then. With `degraded`, only a
+   * command that cannot be spawned throws: an instance that exits or stays
+   * silent is restarted with backoff, and calls answer `unavailable` meanwhile.
    */
-  async start(): Promise<void> {
+  async start(degraded = false): Promise<void> {
     const started: WorkerInstance[] = [];
     try {
       for (const slot of this.#slots) started.push(this.#spawn(slot));
@@ -132,10 +129,17 @@ export class LanguageWorker {
     }
     const outcomes = await Promise.allSettled(started.map((instance) => instance.ready));
     const failure = outcomes.find((outcome) => outcome.status === "rejected");
-    if (failure) {
+    if (!failure) return;
+    const message = `${this.path} ("${this.name}"): ${(failure.reason as Error).message}`;
+    if (!degraded) {
       await this.stop();
-      throw new Error(`${this.path} ("${this.name}"): ${(failure.reason as Error).message}`);
+      throw new Error(message);
     }
+    this.stats.problem(message);
+    logger.error("{worker} did not start, the gateway serves without it (in backoff): {message}", {
+      worker: this.name,
+      message,
+    });
   }
 
   /**
@@ -228,29 +232,30 @@ export class LanguageWorker {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.unserve();
-    for (const slot of this.#slots) clearTimeout(slot.timer);
+    for (const slot of this.#slots) slot.restarter.stop();
     this.pool.close(
       new FunctionCallError({ type: "no_responder", message: `worker "${this.name}" stopped` }),
     );
     await Promise.all([...this.#live].map((instance) => instance.stop()));
-    for (const slot of this.#slots) slot.state = "stopped";
   }
 
-  /** The worker as `GET /workers` shows it. */
-  status(): Record<string, unknown> {
+  /** The worker as `GET /workers` shows it: the shared status shape, its command and instances. */
+  status(): PartStatus & Record<string, unknown> {
     return {
       name: this.name,
-      state: this.state,
+      ...this.stats.status(this.state, this.inFlight, this.pool.queued),
       command: this.config.command,
-      queued: this.pool.queued,
-      instances: this.#slots.map((slot) => ({
-        ...slot.instance?.status() ?? { index: slot.index, pid: null },
-        state: slot.state,
-        ...(slot.instance && slot.state === "running" ? { process: slot.instance.state } : {}),
-        restarts: slot.restarts,
-        ...(slot.reason ? { reason: slot.reason } : {}),
-        ...(slot.lastExit ? { lastExit: slot.lastExit } : {}),
-      })),
+      instances: this.#slots.map((slot) => {
+        const { state, restarts, reason } = slot.restarter;
+        return {
+          ...slot.instance?.status() ?? { index: slot.index, pid: null },
+          state,
+          ...(slot.instance && state === "running" ? { process: slot.instance.state } : {}),
+          restarts,
+          ...(reason ? { reason } : {}),
+          ...(slot.lastExit ? { lastExit: slot.lastExit } : {}),
+        };
+      }),
     };
   }
 
@@ -261,18 +266,28 @@ export class LanguageWorker {
     return total;
   }
 
-  /** Why no instance can take calls now or later (stopped, or every slot failed or stopped). */
+  /**
+   * Why no instance can take calls now: `no_responder` when the worker or
+   * every slot stopped, `unavailable` when no slot is up (each in backoff or
+   * failed), with the reason.
+   */
   #down(): FunctionCallError | undefined {
-    if (this.#stopped) {
+    const states = this.#slots.map((slot) => slot.restarter.state);
+    if (this.#stopped || states.every((state) => state === "stopped")) {
+      const reason = this.#slots[0].restarter.reason;
       return new FunctionCallError({
         type: "no_responder",
-        message: `worker "${this.name}" is stopped`,
+        message: `worker "${this.name}" is stopped${reason ? `: ${reason}` : ""}`,
       });
     }
-    if (!this.#slots.every((slot) => slot.state === "failed" || slot.state === "stopped")) return;
+    if (states.some((state) => state === "running" || state === "starting")) return;
+    const down = this.#slots.find((slot) => slot.restarter.state === "failed") ??
+      this.#slots.find((slot) => slot.restarter.state === "backoff")!;
+    const { state, reason, delay } = down.restarter;
+    const why = state === "failed" ? "is failed" : `is in backoff (next start in ${delay} ms)`;
     return new FunctionCallError({
-      type: "no_responder",
-      message: `worker "${this.name}" is ${this.state}: ${this.#slots[0].reason}`,
+      type: "unavailable",
+      message: `worker "${this.name}" ${why}: ${reason}`,
     });
   }
 
@@ -284,9 +299,9 @@ export class LanguageWorker {
     instance.exited.then((exit) => this.#onExit(slot, instance, exit));
     if (!slot.instance || slot.instance.state === "exited") {
       slot.instance = instance;
-      slot.state = "starting";
+      slot.restarter.starting();
       instance.ready.then(() => {
-        if (slot.instance === instance) slot.state = "running";
+        if (slot.instance === instance) slot.restarter.started();
       }, () => {});
     }
     return instance;
@@ -294,7 +309,6 @@ export class LanguageWorker {
 
   async #replace(slot: Slot): Promise<void> {
     if (this.#stopped) return;
-    clearTimeout(slot.timer);
     const old = slot.instance;
     let next: WorkerInstance;
     try {
@@ -310,9 +324,8 @@ export class LanguageWorker {
     // spawned another): retire whatever serves it now, not only the instance we replaced.
     const current = slot.instance;
     slot.instance = next;
-    slot.state = "running";
-    slot.fastCrashes = 0;
-    slot.reason = undefined;
+    slot.restarter.reset();
+    slot.restarter.started();
     for (const retired of new Set([old, current])) {
       if (retired && retired !== next && retired.state !== "exited") {
         retired.drain();
@@ -329,47 +342,35 @@ export class LanguageWorker {
     if (this.#stopped || exit.requested) return;
     const crashed = exit.code !== 0 || exit.signal !== null;
     const policy = this.config.restart;
+    const { restarter } = slot;
     if (policy === "never" || (policy === "on-failure" && !crashed)) {
-      slot.state = "stopped";
-      slot.reason = `${exit.reason}; restart policy "${policy}"`;
+      restarter.stop();
+      restarter.reason = `${exit.reason}; restart policy "${policy}"`;
       this.#closeIfDown();
       return;
     }
-    slot.fastCrashes = exit.uptime < FAST_CRASH_MS ? slot.fastCrashes + 1 : 0;
-    if (slot.fastCrashes >= MAX_FAST_CRASHES) {
-      slot.state = "failed";
-      slot.reason = `exited ${slot.fastCrashes} times in a row within ${FAST_CRASH_MS / 1000} s ` +
-        `of starting; gave up. Last: ${exit.reason}`;
-      logger.error("{worker}[{instance}] failed: {reason}", {
-        worker: this.name,
-        instance: slot.index,
-        reason: slot.reason,
+    const log = { worker: this.name, instance: slot.index, reason: "", delay: 0 };
+    if (restarter.crashed(exit.reason, exit.uptime) === "failed") {
+      logger.error("{worker}[{instance}] failed: {reason}", { ...log, reason: restarter.reason });
+    } else {
+      logger.warning("{worker}[{instance}] restarting in {delay} ms", {
+        ...log,
+        delay: restarter.delay,
       });
-      this.#closeIfDown();
-      return;
     }
-    const delay = Math.min(
-      BACKOFF_BASE_MS * 2 ** Math.max(0, slot.fastCrashes - 1),
-      BACKOFF_MAX_MS,
-    );
-    slot.state = "backoff";
-    slot.reason = exit.reason;
-    logger.warning("{worker}[{instance}] restarting in {delay} ms", {
-      worker: this.name,
-      instance: slot.index,
-      delay,
-    });
-    slot.timer = setTimeout(() => {
-      if (this.#stopped || slot.instance !== instance) return;
-      slot.restarts++;
-      this.#services.metrics.restarts.inc();
-      try {
-        this.#spawn(slot);
-      } catch (error) {
-        slot.state = "failed";
-        slot.reason = (error as Error).message;
-      }
-    }, delay);
+    this.#closeIfDown();
+  }
+
+  /** The restarter's restart: a new instance in the slot its last one left. */
+  #respawn(slot: Slot): void {
+    if (this.#stopped) return;
+    this.stats.restarted(slot.restarter.reason ?? "restarted");
+    try {
+      this.#spawn(slot);
+    } catch (error) {
+      slot.restarter.fail((error as Error).message);
+      this.#closeIfDown();
+    }
   }
 
   /** Rejects the queued calls when no instance will come back to take them. */

@@ -6,7 +6,8 @@
 
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { ConfigError, formatPath, loadConfig } from "../../src/config/load.ts";
+import { ConfigError, formatPath } from "../../src/config/load.ts";
+import { loadGatewayConfig as loadConfig } from "../../src/sections.ts";
 
 /** Writes `files` (objects as JSON) into a fresh temp dir, runs `fn`, removes the dir. */
 async function withFiles(
@@ -70,7 +71,6 @@ Deno.test("an empty object gets every default, dataDir made absolute", async () 
     assertEquals(config.storage.dataDir, join(dir, "data"));
     assertEquals(loaded.file, join(dir, "config.json"));
     assertEquals(loaded.files, [join(dir, "config.json")]);
-    assertEquals(loaded.tls, {});
     assertMatch(loaded.hash, /^[0-9a-f]{12}$/);
   });
 });
@@ -295,14 +295,16 @@ Deno.test("TLS files and static roots are resolved against the config file's dir
     },
   }, async (dir) => {
     const conf = join(dir, "conf");
-    const { config, tls } = await loadConfig(join(conf, "config.json"), noEnv);
+    const { config, hash } = await loadConfig(join(conf, "config.json"), noEnv);
     const secure = config.listeners.secure;
     assert(secure.type === "http");
     assertEquals(secure.tls, {
       cert: join(conf, "certs", "web.pem"),
       key: join(conf, "certs", "web.key"),
     });
-    assertEquals(tls, { secure: { cert: "CERT PEM", key: "KEY PEM" } });
+    await Deno.writeTextFile(join(conf, "certs", "web.pem"), "RENEWED CERT PEM");
+    const renewed = await loadConfig(join(conf, "config.json"), noEnv);
+    assert(renewed.hash !== hash, "a renewed certificate is a change");
     assertEquals(config.routes[0].target.static?.root, join(conf, "public"));
     assertEquals(config.storage.dataDir, join(dir, "state"));
     const local = config.listeners.local;

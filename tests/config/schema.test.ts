@@ -5,15 +5,16 @@
  */
 
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { GatewayConfig, isLoopback, RespondTargetConfig } from "../../src/config/schema.ts";
-import { formatPath } from "../../src/config/load.ts";
+import { GatewayConfig, SECTIONS } from "../../src/sections.ts";
+import { isLoopback } from "../../src/admin/config.ts";
+import { RespondTargetConfig } from "../../src/targets/config.ts";
+import { formatPath, validateDocument } from "../../src/config/load.ts";
 
 /** `path: message` of every issue, or [] when the document is valid. */
-function issues(document: unknown): string[] {
-  const result = GatewayConfig.safeParse(document);
-  return result.success
-    ? []
-    : result.error.issues.map((issue) => `${formatPath(issue.path)}: ${issue.message}`);
+function issues(document: Record<string, unknown>): string[] {
+  return validateDocument(document, SECTIONS).problems.map((problem) =>
+    `${formatPath(problem.path)}: ${problem.message}`
+  );
 }
 
 const respond = { respond: { body: "ok" } };

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
-import { FramingConfig } from "../../src/config/schema.ts";
+import { FramingConfig } from "../../src/listeners/config.ts";
 import { createFrameCodec, type FrameDecoder, FrameError } from "../../src/listeners/framing.ts";
 
 const text = (value: string) => new TextEncoder().encode(value);
@@ -182,6 +182,29 @@ Deno.test("length framing rejects a length over maxLength and one smaller than i
   const short = decodeChunks(counted.decoder(), [new Uint8Array([9, 0, 2])]);
   assertEquals(short.error?.offset, 1);
   assertStringIncludes(short.error!.message, "fewer than the 3 bytes");
+});
+
+Deno.test("a decoder's maxLength starts at the config's and can change between pushes", () => {
+  const length = createFrameCodec(framing({ type: "length", bytes: 2, maxLength: 4 })).decoder();
+  assertEquals(length.maxLength, 4);
+  assertEquals(length.push(new Uint8Array([0, 2, 0x61, 0x62, 0])), [text("ab")]);
+  // Checked when the length field is complete: against the limit at that time.
+  length.maxLength = 6;
+  assertEquals(length.push(new Uint8Array([6, ...text("abcdef")])), [text("abcdef")]);
+  length.maxLength = 1;
+  const refused = decodeChunks(length, [new Uint8Array([0, 2, 0x61, 0x62])]);
+  assertEquals(refused.error?.offset, 12);
+  assertStringIncludes(refused.error!.message, "2 bytes, over the maximum of 1");
+
+  const line = createFrameCodec(framing({ type: "line", maxLength: 3 })).decoder();
+  line.maxLength = 5;
+  assertEquals(line.push(text("abcde\n")), [text("abcde")]);
+  assertEquals(decodeChunks(line, [text("abcdefg")]).error?.offset, 11);
+  const fixed = createFrameCodec(framing({ type: "fixed", size: 3 })).decoder();
+  assertEquals(fixed.maxLength, 3);
+  const raw = createFrameCodec(framing({ type: "raw", maxLength: 4 })).decoder();
+  raw.maxLength = 2;
+  assertEquals(raw.push(text("abcde")), [text("ab"), text("cd"), text("e")]);
 });
 
 Deno.test("encode refuses payloads its framing cannot carry", () => {

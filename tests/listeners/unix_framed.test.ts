@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { Bus } from "../../src/bus/bus.ts";
-import { UnixListenerConfig } from "../../src/config/schema.ts";
+import { UnixListenerConfig } from "../../src/listeners/config.ts";
 import { ConnectionManager } from "../../src/connections/manager.ts";
 import { UnixFramedListener } from "../../src/listeners/unix_framed.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";

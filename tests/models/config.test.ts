@@ -4,7 +4,8 @@
  */
 
 import { join } from "node:path";
-import { ConfigError, loadConfig } from "../../src/config/load.ts";
+import { ConfigError } from "../../src/config/load.ts";
+import { loadGatewayConfig as loadConfig } from "../../src/sections.ts";
 import { assertEquals } from "../helpers/assert.ts";
 
 async function load(config: unknown) {

@@ -6,8 +6,8 @@
 
 import { Hono } from "hono";
 import { Bus } from "../../src/bus/bus.ts";
-import { GatewayConfig } from "../../src/config/schema.ts";
-import { resolveModelPaths } from "../../src/models/config.ts";
+import { join } from "node:path";
+import { configFor } from "../helpers/config.ts";
 import { callFunction, FunctionCallError } from "../../src/functions/call.ts";
 import { ModelRegistry } from "../../src/models/registry.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";
@@ -16,12 +16,12 @@ import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 
 async function startRegistry(models: unknown[]) {
-  const config = GatewayConfig.parse({ models });
-  resolveModelPaths(config.models, config.ocr, FIXTURES, FIXTURES);
+  const { config, context } = configFor({ models });
+  for (const model of config.models) model.path = join(FIXTURES, model.path);
   const bus = new Bus();
   const metrics = new MetricsRegistry();
   const registry = new ModelRegistry(bus, metrics);
-  const change = await registry.prepare(config);
+  const change = await registry.prepare(config, context);
   await change.commit();
   return {
     bus,

@@ -9,7 +9,7 @@
 
 import { Hono } from "hono";
 import { Bus } from "../../src/bus/bus.ts";
-import { GatewayConfig } from "../../src/config/schema.ts";
+import { configFor } from "../helpers/config.ts";
 import { ModelRegistry } from "../../src/models/registry.ts";
 import { createOcrTarget } from "../../src/models/http.ts";
 import type { GatewayEnv, RequestState } from "../../src/pipeline/stage.ts";
@@ -25,7 +25,8 @@ const CHINESE = ["欢迎使用边缘网关", "今天天气很好", "发票号码
 
 async function startRegistry(ocr: Record<string, unknown> = {}) {
   const registry = new ModelRegistry(new Bus(), new MetricsRegistry());
-  await (await registry.prepare(GatewayConfig.parse({ ocr: { threads: 1, ...ocr } }))).commit();
+  const { config, context } = configFor({ ocr: { threads: 1, ...ocr } });
+  await (await registry.prepare(config, context)).commit();
   return Object.assign(registry, { [Symbol.asyncDispose]: () => registry.stop() });
 }
 

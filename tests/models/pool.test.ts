@@ -4,7 +4,7 @@
  * Worker's reply arrives.
  */
 
-import { GatewayConfig } from "../../src/config/schema.ts";
+import { GatewayConfig } from "../../src/sections.ts";
 import { InferencePool } from "../../src/models/pool.ts";
 import { resolveModelFile } from "../../src/models/model_path.ts";
 import type { OcrSettings } from "../../src/models/ocr/types.ts";

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { GatewayConfig } from "../../src/config/schema.ts";
+import { GatewayConfig } from "../../src/sections.ts";
 import { MqttConfig, resolveMqttPaths } from "../../src/mqtt/config.ts";
 
 function problems(document: unknown): string[] {

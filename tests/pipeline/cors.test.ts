@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { CorsConfig } from "../../src/config/schema.ts";
+import { CorsConfig } from "../../src/pipeline/config.ts";
 import { createCorsStage } from "../../src/pipeline/cors.ts";
 import { chain, type Target } from "../../src/pipeline/stage.ts";
 import { serveTarget } from "../helpers/test_server.ts";

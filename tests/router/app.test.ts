@@ -8,7 +8,7 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "../help
 import { buildListenerApp, type ServeHandler } from "../../src/router/app.ts";
 import { buildRouteTable } from "../../src/router/table.ts";
 import type { CompiledRoute } from "../../src/router/route.ts";
-import { GatewayConfig } from "../../src/config/schema.ts";
+import { GatewayConfig } from "../../src/sections.ts";
 import { HttpMetrics } from "../../src/observability/http_metrics.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";
 import type { UpstreamClient } from "../../src/upstreams/client.ts";

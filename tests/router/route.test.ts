@@ -7,7 +7,7 @@ import { Hono } from "hono";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { compileConditions, routeOrder, sortRoutes } from "../../src/router/route.ts";
 import type { GatewayContext, GatewayEnv, RequestState } from "../../src/pipeline/stage.ts";
-import type { RouteConfig } from "../../src/config/schema.ts";
+import type { RouteConfig } from "../../src/router/config.ts";
 
 type Match = RouteConfig["match"];
 

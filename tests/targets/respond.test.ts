@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { RespondTargetConfig } from "../../src/config/schema.ts";
+import { RespondTargetConfig } from "../../src/targets/config.ts";
 import { createRespondTarget } from "../../src/targets/respond.ts";
 import { serveTarget } from "../helpers/test_server.ts";
 

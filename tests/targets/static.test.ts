@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { StaticTargetConfig } from "../../src/config/schema.ts";
+import { StaticTargetConfig } from "../../src/targets/config.ts";
 import { createStaticTarget } from "../../src/targets/static.ts";
 import { serveTarget } from "../helpers/test_server.ts";
 

@@ -1,9 +1,11 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { CircuitBreaker } from "../../src/upstreams/breaker.ts";
+import { TargetStatePool } from "../../src/upstreams/target_state.ts";
 
 function breakerWithClock(halfOpenRequests = 1) {
   const clock = { now: 0 };
   const breaker = new CircuitBreaker(
+    new TargetStatePool().acquire("http://127.0.0.1:9"),
     { failures: 3, openFor: 1000, halfOpenRequests },
     { upstream: "api", target: "http://127.0.0.1:9" },
     () => clock.now,

@@ -1,12 +1,28 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { createHttp1Client } from "../../src/upstreams/http1_client.ts";
 import { HealthChecker, TargetHealth } from "../../src/upstreams/health.ts";
+import { TargetStatePool } from "../../src/upstreams/target_state.ts";
 
 const labels = { upstream: "api", target: "http://127.0.0.1:9" };
+const passive = { failures: 3, ejectFor: 1000 };
+const activeCheck = {
+  path: "/",
+  interval: 60_000,
+  timeout: 2000,
+  healthyThreshold: 1,
+  unhealthyThreshold: 1,
+  expectStatus: [200, 399] as [number, number],
+};
+
+/** The health of a fresh target, checked actively. */
+function targetHealth(now?: () => number): TargetHealth {
+  const state = new TargetStatePool().acquire(labels.target);
+  return new TargetHealth(state, { passive, healthCheck: activeCheck }, labels, now);
+}
 
 function healthWithClock() {
   const clock = { now: 0 };
-  const health = new TargetHealth({ failures: 3, ejectFor: 1000 }, labels, () => clock.now);
+  const health = targetHealth(() => clock.now);
   return { health, clock };
 }
 
@@ -67,8 +83,8 @@ Deno.test("the health checker judges targets by status range and connection erro
   const closedUrl = `http://127.0.0.1:${closed.addr.port}`;
   closed.close();
   const client = createHttp1Client();
-  const live = new TargetHealth({ failures: 3, ejectFor: 1000 }, labels);
-  const dead = new TargetHealth({ failures: 3, ejectFor: 1000 }, labels);
+  const live = targetHealth();
+  const dead = targetHealth();
   const checker = new HealthChecker(
     [{ url: `http://127.0.0.1:${server.addr.port}`, health: live }, {
       url: closedUrl,
@@ -105,7 +121,7 @@ Deno.test("the health checker checks at once on start and keeps checking until s
     return new Response(null, { status: 500 });
   });
   const client = createHttp1Client();
-  const health = new TargetHealth({ failures: 3, ejectFor: 1000 }, labels);
+  const health = targetHealth();
   const checker = new HealthChecker([{ url: `http://127.0.0.1:${server.addr.port}`, health }], {
     path: "/",
     interval: 10,
@@ -123,4 +139,12 @@ Deno.test("the health checker checks at once on start and keeps checking until s
   await new Promise((resolve) => setTimeout(resolve, 50));
   assertEquals(checks, afterStop);
   client.close();
+});
+
+Deno.test("without active checks, an earlier unhealthy verdict does not keep the target out", () => {
+  const state = new TargetStatePool().acquire(labels.target);
+  const checked = new TargetHealth(state, { passive, healthCheck: activeCheck }, labels);
+  checked.checkFailed(1, "status 503");
+  const unchecked = new TargetHealth(state, { passive }, labels);
+  assertEquals([checked.isAvailable(), unchecked.isAvailable()], [false, true]);
 });

@@ -1,9 +1,10 @@
 import { serveTarget } from "../helpers/test_server.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { UpstreamConfig } from "../../src/config/schema.ts";
+import { UpstreamConfig } from "../../src/upstreams/config.ts";
 import { createHttp1Client } from "../../src/upstreams/http1_client.ts";
 import { createUpstreamTarget, type UpstreamRouteTarget } from "../../src/upstreams/proxy.ts";
 import { Upstream } from "../../src/upstreams/upstream.ts";
+import { TargetStatePool } from "../../src/upstreams/target_state.ts";
 
 const loopback = { port: 0, hostname: "127.0.0.1", onListen() {} };
 const MB = 1024 * 1024;
@@ -58,7 +59,13 @@ function startGateway(
   now?: () => number,
 ): Gateway {
   const client = createHttp1Client();
-  const upstream = new Upstream("api", UpstreamConfig.parse(config), client, now);
+  const upstream = new Upstream(
+    "api",
+    UpstreamConfig.parse(config),
+    client,
+    new TargetStatePool(),
+    now,
+  );
   const proxy = createUpstreamTarget({ upstream: "api", ...route }, upstream, client);
   const server = serveTarget(async (c) => {
     const response = await proxy(c);
@@ -446,7 +453,7 @@ Deno.test("upstream failures map to 502, 503 and 504 JSON errors", async (t) => 
     const response = await send(gateway.url);
     const error = parseError(response.text);
     assertEquals([response.status, error.code], [502, "upstream_unreachable"]);
-    assert(error.message.includes('upstream "api"') && error.message.includes(url), error.message);
+    assert(error.message.includes('upstream "api"') && !response.text.includes(url), error.message);
     assertEquals(JSON.parse(response.text).error.requestId, "req-1");
   });
 

@@ -1,5 +1,6 @@
 import { join } from "node:path";
-import { ConfigError, loadConfig } from "../../src/config/load.ts";
+import { ConfigError } from "../../src/config/load.ts";
+import { loadGatewayConfig as loadConfig } from "../../src/sections.ts";
 import { assertEquals } from "../helpers/assert.ts";
 
 /** Loads a config of `workers`; `executables` are created (mode 755) under its directory first. */

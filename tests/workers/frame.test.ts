@@ -1,9 +1,5 @@
-import {
-  encodeFrame,
-  FrameDecoder,
-  FrameError,
-  type FrameMessage,
-} from "../../src/workers/frame.ts";
+import { FrameError } from "../../src/listeners/framing.ts";
+import { encodeFrame, FrameDecoder, type FrameMessage } from "../../src/workers/frame.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 
 /** A small seeded PRNG (mulberry32), so a failing fuzz case can be replayed. */
@@ -21,7 +17,7 @@ function feed(decoder: FrameDecoder, bytes: Uint8Array, rand: () => number): Fra
   const out: FrameMessage[] = [];
   for (let at = 0; at < bytes.length;) {
     const size = 1 + Math.floor(rand() * Math.min(64, bytes.length - at));
-    out.push(...decoder.push(bytes.subarray(at, at + size)));
+    out.push(...decoder.push(bytes.subarray(at, at + size)).map((frame) => frame.message));
     at += size;
   }
   return out;
@@ -55,18 +51,47 @@ Deno.test("frames decode the same however the stream is cut", () => {
   assertEquals(decoder.pending, 5);
 });
 
+Deno.test("each message comes with the byte offset of its frame", () => {
+  const frames = MESSAGES.map((message) => encodeFrame(message));
+  const decoder = new FrameDecoder(1024);
+  const decoded = decoder.push(new Uint8Array(frames.flatMap((frame) => [...frame])));
+  let offset = 0;
+  for (const [i, frame] of frames.entries()) {
+    assertEquals(decoded[i], { message: MESSAGES[i], offset });
+    offset += frame.length;
+  }
+  assertEquals(decoder.pending, 0);
+});
+
+Deno.test("the maximum frame can be raised between frames, as after a hello", () => {
+  const hello = encodeFrame({ type: "hello", pad: "x".repeat(10) });
+  const big = encodeFrame({ type: "call", args: "y".repeat(200) });
+  const decoder = new FrameDecoder(64);
+  // Half of the big frame's length field arrives with the hello, while the limit is still 64.
+  assertEquals(decoder.push(new Uint8Array([...hello, ...big.subarray(0, 2)])).length, 1);
+  decoder.maxFrame = 1024;
+  assertEquals(decoder.maxFrame, 1024);
+  assertEquals(decoder.push(big.subarray(2)), [{
+    message: { type: "call", args: "y".repeat(200) },
+    offset: hello.length,
+  }]);
+  decoder.maxFrame = 16;
+  const error = failure(() => decoder.push(big));
+  assertEquals(error.offset, hello.length + big.length);
+});
+
 Deno.test("a frame longer than the maximum is refused with its byte offset", () => {
   const first = encodeFrame({ type: "ping", id: 1 });
   const big = encodeFrame({ type: "log", message: "x".repeat(100) });
   const decoder = new FrameDecoder(64);
-  assertEquals(decoder.push(first), [{ type: "ping", id: 1 }]);
+  assertEquals(decoder.push(first), [{ message: { type: "ping", id: 1 }, offset: 0 }]);
   // Refused on the header alone, before the body is buffered.
   const error = failure(() => decoder.push(big.subarray(0, 4)));
   assertEquals(error.offset, first.length);
   assertMatch(
     error.message,
     new RegExp(
-      `^frame at byte offset ${first.length}: declares \\d+ bytes, more than the maximum frame of 64$`,
+      `^frame at byte offset ${first.length}: length field announces a frame of \\d+ bytes, over the maximum of 64$`,
     ),
   );
   // The stream is unusable afterwards.

@@ -5,9 +5,9 @@
  * @module
  */
 
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { Bus } from "../../src/bus/bus.ts";
-import { GatewayConfig } from "../../src/config/schema.ts";
+import { GatewayConfig } from "../../src/sections.ts";
 import { callFunction } from "../../src/functions/call.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";
 import { WorkerSupervisor } from "../../src/workers/supervisor.ts";
@@ -22,11 +22,12 @@ export const EXAMPLES = {
   deno: [Deno.execPath(), "run", "-A", join(ROOT, "examples/workers/node/worker.ts")],
 };
 
-let bundled: Promise<string> | undefined;
+const bundled = new Map<string, Promise<string>>();
 
 /**
- * The Node example worker bundled into one JavaScript file (Node 20 runs no
- * TypeScript), built once per test process with `deno bundle`.
+ * A TypeScript worker (by default the Node example) bundled into one
+ * JavaScript file `<name>.mjs` (Node 20 runs no TypeScript), built once per
+ * test process with `deno bundle`.
  *
  * @example
  * ```ts
@@ -34,11 +35,13 @@ let bundled: Promise<string> | undefined;
  * const command = ["node", await nodeBundle()];
  * ```
  */
-export function nodeBundle(): Promise<string> {
-  bundled ??= (async () => {
+export function nodeBundle(entry = join(ROOT, "examples/workers/node/worker.ts")): Promise<string> {
+  let bundle = bundled.get(entry);
+  if (bundle) return bundle;
+  bundle = (async () => {
     const dir = await Deno.makeTempDir({ prefix: "workers-node-" });
     globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-    const out = join(dir, "worker.mjs");
+    const out = join(dir, `${basename(entry, ".ts")}.mjs`);
     const { success, stderr } = await new Deno.Command(Deno.execPath(), {
       args: [
         "bundle",
@@ -46,7 +49,7 @@ export function nodeBundle(): Promise<string> {
         "deno",
         "-o",
         out,
-        join(ROOT, "examples/workers/node/worker.ts"),
+        entry,
       ],
       stdout: "null",
       stderr: "piped",
@@ -54,7 +57,8 @@ export function nodeBundle(): Promise<string> {
     if (!success) throw new Error(`deno bundle failed: ${new TextDecoder().decode(stderr)}`);
     return out;
   })();
-  return bundled;
+  bundled.set(entry, bundle);
+  return bundle;
 }
 
 const source = { listener: "test", protocol: "gateway" } as const;

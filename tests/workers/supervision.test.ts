@@ -5,7 +5,7 @@
 
 import { join } from "node:path";
 import { Hono } from "hono";
-import { GatewayConfig } from "../../src/config/schema.ts";
+import { GatewayConfig } from "../../src/sections.ts";
 import { FunctionCallError } from "../../src/functions/call.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
 import { EXAMPLES, ROOT, startWorkers, steadyLoad, waitFor } from "./harness.ts";

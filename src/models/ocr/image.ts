@@ -12,6 +12,7 @@ import { convertIndexedToRgb, decode as decodePng } from "fast-png";
 import jpeg from "jpeg-js";
 import { inflateSync } from "node:zlib";
 import { OcrError } from "./types.ts";
+import { concat } from "../../util/concat.ts";
 
 /** An 8-bit RGB image, row-major, 3 bytes a pixel. */
 export interface RgbImage {
@@ -164,10 +165,8 @@ function checkPngData(bytes: Uint8Array): void {
     if (type === "IEND") break;
     offset += 12 + length;
   }
-  const stream = new Uint8Array(idat.reduce((sum, chunk) => sum + chunk.length, 0));
-  idat.reduce((at, chunk) => (stream.set(chunk, at), at + chunk.length), 0);
   try {
-    inflateSync(stream, { maxOutputLength: expected });
+    inflateSync(concat(idat), { maxOutputLength: expected });
   } catch (error) {
     if ((error as { code?: string }).code !== "ERR_BUFFER_TOO_LARGE") throw error;
     throw new OcrError(

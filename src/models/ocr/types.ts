@@ -5,6 +5,8 @@
  * @module
  */
 
+import { GatewayError } from "../../errors.ts";
+
 /** A point in image pixels: `[x, y]`. */
 export type Point = [number, number];
 
@@ -59,9 +61,9 @@ export interface OcrResult {
  * new OcrError(413, "image_too_large", "12000 × 9000 pixels is more than 40000000").status; // 413
  * ```
  */
-export class OcrError extends Error {
-  constructor(readonly status: 400 | 413 | 503, readonly code: string, message: string) {
-    super(message);
+export class OcrError extends GatewayError {
+  constructor(status: 400 | 413 | 503, code: string, message: string) {
+    super(status, code, message);
     this.name = "OcrError";
   }
 }

@@ -1,17 +1,19 @@
 /**
- * Routing calls to the instances of one worker: the least-busy healthy
- * instance with a free slot takes the call; when every slot is taken the call
- * waits in a bounded FIFO queue until a slot frees or its deadline passes, and
- * a full queue refuses it as `overloaded` (HTTP 503).
+ * Routing calls to the members of one part (worker instances, inference
+ * Workers): the least-busy healthy member with a free slot takes the call;
+ * when every slot is taken the call waits in a bounded FIFO queue until a
+ * slot frees or its deadline passes, and a full queue refuses it as
+ * `overloaded` (HTTP 503).
  *
  * @module
  */
 
 import { FunctionCallError } from "../functions/call.ts";
+import type { GaugeValue } from "../observability/metrics.ts";
 
-/** What the pool needs to know about an instance. */
+/** What the pool needs to know about a member. */
 export interface PoolMember {
-  /** Takes new calls (said hello, not draining or stopping). */
+  /** Takes new calls (started, not draining or stopping). */
   readonly healthy: boolean;
   /** Calls it is running now. */
   readonly inFlight: number;
@@ -26,13 +28,13 @@ interface Waiter<M> {
 }
 
 /**
- * The instances of one worker and the calls waiting for them.
+ * The members of one part and the calls waiting for them.
  *
  * @example
  * ```ts
- * import { WorkerPool } from "./pool.ts";
+ * import { CallPool } from "./pool.ts";
  * const member = { healthy: true, inFlight: 0, concurrency: 1 };
- * const pool = new WorkerPool<typeof member>("orders", 16);
+ * const pool = new CallPool<typeof member>('worker "orders"', 16);
  * pool.add(member);
  * await pool.run(Date.now() + 1000, async (m) => {
  *   m.inFlight++;
@@ -40,30 +42,42 @@ interface Waiter<M> {
  * });
  * ```
  */
-export class WorkerPool<M extends PoolMember> {
+export class CallPool<M extends PoolMember> {
   readonly #members = new Set<M>();
   readonly #waiting: Waiter<M>[] = [];
 
-  /** `label` names the worker in errors; `queueLimit` calls may wait at most. */
-  constructor(readonly label: string, readonly queueLimit: number) {}
+  /**
+   * `label` names the part in errors; `queueLimit` calls may wait at most;
+   * `queued`, when given, follows the queue's length.
+   */
+  constructor(
+    readonly label: string,
+    readonly queueLimit: number,
+    readonly queuedGauge?: GaugeValue,
+  ) {}
 
   /** Calls waiting for a free slot. */
   get queued(): number {
     return this.#waiting.length;
   }
 
-  /** Adds an instance and hands it waiting calls. */
+  /** The members, in the order they were added. */
+  get members(): M[] {
+    return [...this.#members];
+  }
+
+  /** Adds a member and hands it waiting calls. */
   add(member: M): void {
     this.#members.add(member);
     this.wake();
   }
 
-  /** Removes an instance; calls it runs are not affected. */
+  /** Removes a member; calls it runs are not affected. */
   delete(member: M): void {
     this.#members.delete(member);
   }
 
-  /** The least-busy healthy instance with a free slot, if any. */
+  /** The least-busy healthy member with a free slot, if any. */
   pick(): M | undefined {
     let best: M | undefined;
     for (const member of this.#members) {
@@ -74,7 +88,7 @@ export class WorkerPool<M extends PoolMember> {
   }
 
   /**
-   * Runs `task` on an instance with a free slot, now or once one frees.
+   * Runs `task` on a member with a free slot, now or once one frees.
    * `task` must take the slot synchronously (count itself in `inFlight`
    * before returning its promise). Rejects with a `FunctionCallError`
    * `overloaded` when the queue is full, `timeout` when `deadline` (epoch ms)
@@ -87,8 +101,7 @@ export class WorkerPool<M extends PoolMember> {
       return Promise.reject(
         new FunctionCallError({
           type: "overloaded",
-          message: `worker "${this.label}": every instance is busy and ${this.queueLimit} calls ` +
-            `are queued already`,
+          message: `${this.label}: every slot is busy and ${this.queueLimit} calls are queued already`,
         }),
       );
     }
@@ -99,15 +112,17 @@ export class WorkerPool<M extends PoolMember> {
       timer: setTimeout(() => {
         const at = this.#waiting.indexOf(waiter);
         if (at >= 0) this.#waiting.splice(at, 1);
+        this.queuedGauge?.set(this.#waiting.length);
         reject(
           new FunctionCallError({
             type: "timeout",
-            message: `worker "${this.label}": no instance was free before the deadline`,
+            message: `${this.label}: no slot was free before the deadline`,
           }),
         );
       }, Math.max(0, deadline - Date.now())),
     };
     this.#waiting.push(waiter);
+    this.queuedGauge?.set(this.#waiting.length);
     return promise;
   }
 
@@ -115,11 +130,12 @@ export class WorkerPool<M extends PoolMember> {
   wake(): void {
     while (this.#waiting.length > 0) {
       const member = this.pick();
-      if (!member) return;
+      if (!member) break;
       const waiter = this.#waiting.shift()!;
       clearTimeout(waiter.timer);
       waiter.run(member);
     }
+    this.queuedGauge?.set(this.#waiting.length);
   }
 
   /** Rejects every waiting call with `error`. */
@@ -128,6 +144,7 @@ export class WorkerPool<M extends PoolMember> {
       clearTimeout(waiter.timer);
       waiter.fail(error);
     }
+    this.queuedGauge?.set(0);
   }
 
   #start<T>(member: M, task: (member: M) => Promise<T>): Promise<T> {

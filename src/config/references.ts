@@ -1,0 +1,71 @@
+/**
+ * The names a config document defines, by kind (`upstream`, `plugin`,
+ * `worker`, `model`, `address`, ...), with the JSON path that defines each.
+ * Sections declare what they define; other sections check their references
+ * against it, and modules read the few cross-references they need from it,
+ * so no section reads another section's value.
+ *
+ * @module
+ */
+
+/** A name a section defines, and where it is written. */
+export interface Definition {
+  name: string;
+  /** JSON path of the definition, such as `["upstreams", "api"]`. */
+  path: readonly PropertyKey[];
+  /** What it is, for messages about it (a listener's type, say). */
+  detail?: string;
+}
+
+/**
+ * The names defined across a document.
+ *
+ * @example
+ * ```ts
+ * import { References } from "./references.ts";
+ * const refs = new References({ upstream: [{ name: "api", path: ["upstreams", "api"] }] });
+ * refs.has("upstream", "api"); // true
+ * refs.names("upstream"); // ["api"]
+ * ```
+ */
+export class References {
+  readonly #byKind = new Map<string, Map<string, Definition>>();
+  readonly #unknown = new Set<string>();
+
+  /**
+   * @param definitions the names defined, by kind
+   * @param unknownKinds kinds whose defining section is invalid: every name counts as defined
+   */
+  constructor(
+    definitions: Record<string, Iterable<Definition>> = {},
+    unknownKinds: Iterable<string> = [],
+  ) {
+    for (const [kind, list] of Object.entries(definitions)) {
+      const names = new Map<string, Definition>();
+      for (const definition of list) {
+        if (!names.has(definition.name)) names.set(definition.name, definition);
+      }
+      this.#byKind.set(kind, names);
+    }
+    for (const kind of unknownKinds) this.#unknown.add(kind);
+  }
+
+  /**
+   * Whether `name` is defined as a `kind`. Also true when the section that
+   * defines that kind is itself invalid, so that its errors are not repeated
+   * as unknown references.
+   */
+  has(kind: string, name: string): boolean {
+    return this.#unknown.has(kind) || (this.#byKind.get(kind)?.has(name) ?? false);
+  }
+
+  /** Where and what `name` of `kind` is, if it is defined. */
+  get(kind: string, name: string): Definition | undefined {
+    return this.#byKind.get(kind)?.get(name);
+  }
+
+  /** Every name defined as a `kind`, in document order. */
+  names(kind: string): string[] {
+    return [...this.#byKind.get(kind)?.keys() ?? []];
+  }
+}

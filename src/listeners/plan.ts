@@ -1,0 +1,121 @@
+/**
+ * The listeners a config wants, one factory per protocol: each planned
+ * listener says where it binds, the key that tells whether a running one can
+ * stay, and how to create a new one. {@link ListenerSet} turns a plan into a
+ * change of the running listeners.
+ *
+ * @module
+ */
+
+import type { ServeHandler } from "../router/app.ts";
+import { type ListenersConfig, listenerAddress } from "./config.ts";
+import { HttpListener } from "./http.ts";
+import type { PlannedListener } from "./set.ts";
+import { TcpListener, type TcpListenerServices } from "./tcp.ts";
+import { UdpListener, type UdpListenerDeps } from "./udp.ts";
+import { UnixFramedListener } from "./unix_framed.ts";
+
+/**
+ * One HTTP listener on `host:port` serving `handler`, swapped into a kept
+ * listener at commit. `key` holds every setting that needs a new socket.
+ *
+ * @example
+ * ```ts
+ * import { planHttpListener } from "./plan.ts";
+ * const plan = planHttpListener("admin API", "admin", { host: "127.0.0.1", port: 0, drainTimeout: 1000 },
+ *   () => new Response("ok"));
+ * plan.address; // "tcp:127.0.0.1:0"
+ * ```
+ */
+export function planHttpListener(
+  label: string,
+  key: string,
+  binding: ConstructorParameters<typeof HttpListener>[1],
+  handler: ServeHandler,
+): PlannedListener {
+  return {
+    address: binding.path === undefined
+      ? `tcp:${binding.host}:${binding.port}`
+      : `unix:${binding.path}`,
+    key,
+    create: () => new HttpListener(label, binding, handler),
+    adopt: (module) => (module as HttpListener).setHandler(handler),
+  };
+}
+
+/**
+ * The listeners of the `listeners` section, by name. HTTP listeners (and
+ * Unix sockets speaking HTTP) serve `handlerFor(name)`; the others publish
+ * to the bus through `services`. TLS files are read here, so a renewed
+ * certificate (a changed config hash) binds a new socket.
+ *
+ * @example
+ * ```ts
+ * import { Bus } from "../bus/bus.ts";
+ * import { ConnectionManager } from "../connections/manager.ts";
+ * import { ListenersConfig } from "./config.ts";
+ * import { planListeners } from "./plan.ts";
+ * const bus = new Bus();
+ * const plan = await planListeners(
+ *   ListenersConfig.parse({ web: { type: "http", port: 0 } }),
+ *   () => () => new Response("hello"),
+ *   { bus, connections: new ConnectionManager(bus), upstreams: new Map() },
+ * );
+ * plan.get("web")?.address; // "tcp:127.0.0.1:0"
+ * ```
+ */
+export async function planListeners(
+  listeners: ListenersConfig,
+  handlerFor: (listener: string) => ServeHandler,
+  services: TcpListenerServices & UdpListenerDeps,
+): Promise<Map<string, PlannedListener>> {
+  const plan = new Map<string, PlannedListener>();
+  for (const [name, listener] of Object.entries(listeners)) {
+    const settings = `${name}\n${JSON.stringify(listener)}`;
+    const address = listenerAddress(listener);
+    if (listener.type === "http") {
+      const tls = listener.tls && {
+        cert: await Deno.readTextFile(listener.tls.cert),
+        key: await Deno.readTextFile(listener.tls.key),
+      };
+      plan.set(
+        name,
+        planHttpListener(
+          `listener "${name}"`,
+          `${settings}\n${tls?.cert}\n${tls?.key}`,
+          { ...listener, tls },
+          handlerFor(name),
+        ),
+      );
+    } else if (listener.type === "unix" && listener.protocol === "http") {
+      plan.set(
+        name,
+        planHttpListener(
+          `listener "${name}"`,
+          settings,
+          { host: "", port: 0, ...listener },
+          handlerFor(name),
+        ),
+      );
+    } else if (listener.type === "unix") {
+      plan.set(name, {
+        address,
+        key: settings,
+        create: () => new UnixFramedListener(name, listener, services),
+      });
+    } else if (listener.type === "tcp") {
+      plan.set(name, {
+        address,
+        key: settings,
+        create: () => new TcpListener(name, listener, services),
+      });
+    } else {
+      plan.set(name, {
+        address,
+        key: settings,
+        create: () => new UdpListener(name, listener, services),
+      });
+    }
+  }
+  return plan;
+}
