@@ -8,13 +8,21 @@
  * deno run -A build.ts start [args]     # the gateway from source (deno task start)
  * deno run -A build.ts test [args]      # the test suite (deno task test)
  * deno run -A build.ts bench [names]    # the benchmarks (deno task bench)
+ * deno run -A build.ts check            # fmt, lint, type check with JSDoc examples (deno task check)
  * ```
+ *
+ * `deno.lock` pins what the gateway runs and nothing else: `deno task` fetches
+ * every package in it before any task starts. Bench- and test-only packages
+ * (onnxruntime-node, undici, onnx-proto) are imported with versioned `npm:`
+ * specifiers where they are used, and what reaches them (the tests, the
+ * benchmarks, `check`) resolves against {@link lockCopy}, so they never enter
+ * `deno.lock`. The gateway processes the tests start use `deno.lock` itself.
  *
  * @module
  */
 
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
 
 /**
  * Unstable Deno features the gateway uses. `no-legacy-abort` makes a served
@@ -55,6 +63,25 @@ const OUTPUT = join(ROOT, "dist", Deno.build.os === "windows" ? "gateway.exe" : 
  */
 export function gatewayCommand(): string[] {
   return [Deno.execPath(), "run", ...RUNTIME_FLAGS, join(ROOT, "main.ts")];
+}
+
+/**
+ * A copy of `deno.lock` in a new temporary file, for commands that reach
+ * bench- or test-only packages: they get the runtime's pins, and what they add
+ * is dropped with the copy instead of entering `deno.lock`. The caller removes it.
+ *
+ * @example
+ * ```ts
+ * import { lockCopy } from "./build.ts";
+ * const lock = await lockCopy();
+ * new Deno.Command(Deno.execPath(), { args: ["check", `--lock=${lock}`, "bench/models.ts"] });
+ * await Deno.remove(lock);
+ * ```
+ */
+export async function lockCopy(): Promise<string> {
+  const copy = await Deno.makeTempFile({ prefix: "gateway-", suffix: ".lock" });
+  await Deno.copyFile(join(ROOT, "deno.lock"), copy);
+  return copy;
 }
 
 /** Runs a child with inherited stdio, passing SIGINT/SIGTERM/SIGHUP on; returns its exit code. */
@@ -142,6 +169,79 @@ async function compile(): Promise<number> {
   return result.code || 1;
 }
 
+/** Whether `file` (or a module of `tests/` it imports) starts processes: `new Deno.Command`. */
+function startsProcesses(file: string, seen = new Set<string>()): boolean {
+  seen.add(file);
+  const source = readFileSync(file, "utf8");
+  if (/new Deno\.Command\(/.test(source)) return true;
+  for (const [, specifier] of source.matchAll(/(?:from|import\()\s*"(\.\.?\/[^"]+\.ts)"/g)) {
+    const imported = resolve(dirname(file), specifier);
+    const inTests = !relative(join(ROOT, "tests"), imported).startsWith("..");
+    if (inTests && !seen.has(imported) && startsProcesses(imported, seen)) return true;
+  }
+  return false;
+}
+
+/** The test files under `dir` (`*.test.ts`, `*_test.ts`), sorted. */
+function testFiles(dir: string): string[] {
+  const files: string[] = [];
+  for (const entry of Deno.readDirSync(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) files.push(...testFiles(path));
+    else if (/[._]test\.ts$/.test(entry.name)) files.push(path);
+  }
+  return files.sort();
+}
+
+/**
+ * The whole suite in two runs, each ending in Deno's summary line: files that
+ * start no processes with `--parallel`, then those that start gateways, brokers
+ * or workers one at a time (they contend for ports and the 2 cores of CI).
+ * `--coverage=DIR` (among `flags`) collects the raw coverage of both runs, with
+ * every Deno process the tests start, into `DIR/parallel` and `DIR/serial`
+ * (`deno coverage DIR/parallel DIR/serial` reports it).
+ */
+async function testSuite(flags: string[]): Promise<number> {
+  const files = testFiles(join(ROOT, "tests"));
+  const serial = files.filter((file) => startsProcesses(file));
+  const parallel = files.filter((file) => !serial.includes(file));
+  const coverage = flags.find((flag) => flag.startsWith("--coverage="))?.slice(11);
+  const others = flags.filter((flag) => !flag.startsWith("--coverage="));
+  if (coverage) await Deno.remove(coverage, { recursive: true }).catch(() => {});
+  const run = (name: string, extra: string[], group: string[]) =>
+    runInherited([
+      Deno.execPath(),
+      "test",
+      ...RUNTIME_FLAGS,
+      ...extra,
+      ...others,
+      ...(coverage ? [`--coverage=${join(coverage, name)}`, "--coverage-raw-data-only"] : []),
+      ...group,
+    ]);
+  console.error(`${parallel.length} test files in parallel, then ${serial.length} one at a time`);
+  const unit = await run("parallel", ["--parallel"], parallel);
+  const integration = await run("serial", [], serial);
+  return unit || integration;
+}
+
+/** `deno task check`: formatting, lint, and types including every JSDoc example. */
+async function check(): Promise<number> {
+  const deno = (args: string[]) => runInherited([Deno.execPath(), ...args]);
+  const lock = await lockCopy();
+  try {
+    return await deno(["fmt", "--check"]) ||
+      await deno(["lint"]) ||
+      await deno([
+        "check",
+        "--doc",
+        `--lock=${lock}`,
+        ...["main.ts", "build.ts", "src", "sdk", "plugins", "tests", "bench"],
+      ]);
+  } finally {
+    await Deno.remove(lock);
+  }
+}
+
 if (import.meta.main) {
   const [command = "compile", ...rest] = Deno.args;
   const run = (script: string[]) => runInherited([Deno.execPath(), ...script]);
@@ -153,14 +253,23 @@ if (import.meta.main) {
     case "start":
       code = await runInherited([...gatewayCommand(), "run", ...rest]);
       break;
-    case "test":
-      code = await run(["test", ...RUNTIME_FLAGS, ...(rest.length ? rest : ["tests/"])]);
+    case "test": {
+      const lock = `--lock=${await lockCopy()}`;
+      // Named files or folders run as given; otherwise the whole suite (flags passed on).
+      code = rest.some((arg) => !arg.startsWith("-") && existsSync(arg))
+        ? await run(["test", ...RUNTIME_FLAGS, lock, ...rest])
+        : await testSuite([lock, ...rest]);
+      await Deno.remove(lock.slice("--lock=".length));
+      break;
+    }
+    case "check":
+      code = await check();
       break;
     case "bench":
       code = await run(["run", ...RUNTIME_FLAGS, join(ROOT, "bench", "main.ts"), ...rest]);
       break;
     default:
-      console.error(`build.ts: unknown command "${command}" (compile, start, test, bench)`);
+      console.error(`build.ts: unknown command "${command}" (compile, start, test, bench, check)`);
       code = 2;
   }
   Deno.exit(code);

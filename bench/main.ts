@@ -20,7 +20,7 @@
 
 import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
-import { UNSTABLE_FEATURES } from "../build.ts";
+import { lockCopy, UNSTABLE_FEATURES } from "../build.ts";
 
 const BENCH = import.meta.dirname!;
 const names = (Deno.args.length ? Deno.args : ["http"]).map((arg) => basename(arg, ".ts"));
@@ -42,6 +42,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
+// Bench-only packages (the baselines' onnxruntime-node, undici) stay out of deno.lock.
+const lock = await lockCopy();
 const failed: string[] = [];
 for (const name of names) {
   if (interrupted) break;
@@ -50,6 +52,7 @@ for (const name of names) {
     args: [
       "run",
       "--allow-all",
+      `--lock=${lock}`,
       ...UNSTABLE_FEATURES.map((feature) => `--unstable-${feature}`),
       join(BENCH, `${name}.ts`),
     ],
@@ -58,5 +61,6 @@ for (const name of names) {
   if (!(await current.status).success) failed.push(name);
 }
 
+await Deno.remove(lock);
 if (failed.length) console.error(`\nfailed: ${failed.join(", ")}`);
 Deno.exit(interrupted ? 130 : failed.length ? 1 : 0);

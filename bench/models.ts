@@ -14,11 +14,14 @@
  * @module
  */
 
-import * as ortNode from "onnxruntime-node";
+// A bench-only package: versioned here, not in the runtime import map (see build.ts).
+// deno-lint-ignore no-import-prefix
+import * as ortNode from "npm:onnxruntime-node@1.30.0";
 import { join } from "node:path";
 import { gatewayCommand } from "../build.ts";
 import { Bus } from "../src/bus/bus.ts";
 import { GatewayConfig } from "../src/sections.ts";
+import { configFor } from "../tests/helpers/config.ts";
 import { resolveModelFile } from "../src/models/model_path.ts";
 import { InferencePool } from "../src/models/pool.ts";
 import { ModelRegistry } from "../src/models/registry.ts";
@@ -120,11 +123,11 @@ async function ocrLatency(): Promise<string[][]> {
 }
 
 async function batchingThroughput(maxBatch: number): Promise<number> {
-  const config = GatewayConfig.parse({
+  const { config, context } = configFor({
     models: [{ name: "rec", path: REC, threads: 2, maxBatch, batchWindowMs: 5 }],
   });
   const registry = new ModelRegistry(new Bus(), new MetricsRegistry());
-  await (await registry.prepare(config)).commit();
+  await (await registry.prepare(config, context)).commit();
   const dims = [1, 3, 48, 320];
   const inputs = { x: { type: "float32", dims, data: Array.from(input(dims)) } };
   try {

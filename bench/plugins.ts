@@ -171,12 +171,12 @@ async function sequentialTimes(port: number, count: number): Promise<Map<number,
 async function hostHookTimes(gateway: Gateway): Promise<HostHookTimes> {
   const plugins = await (await gateway.admin("/plugins")).json() as {
     name: string;
-    p50Ms: number;
-    p99Ms: number;
+    p50: number;
+    p99: number;
   }[];
   return Object.fromEntries(
     plugins.filter((p) => noopNames.includes(p.name))
-      .map((p) => [p.name, { p50Ms: p.p50Ms, p99Ms: p.p99Ms }]),
+      .map((p) => [p.name, { p50Ms: p.p50, p99Ms: p.p99 }]),
   );
 }
 

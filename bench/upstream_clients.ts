@@ -139,7 +139,9 @@ function nodeHttpCandidate(port: number, asResponse: boolean): Candidate {
 
 /** undici's Pool; with `asResponse`, each response becomes a web `Response`. */
 async function undiciCandidate(origin: string, asResponse: boolean): Promise<Candidate> {
-  const { Pool } = await import("undici");
+  // A bench-only package: versioned here, not in the runtime import map (see build.ts).
+  // deno-lint-ignore no-import-prefix
+  const { Pool } = await import("npm:undici@7.30.2");
   const pool = new Pool(origin, { connections: CONCURRENCY, pipelining: 1 });
   return {
     name: asResponse ? "undici Pool → web Response" : "undici Pool (raw, no Response)",

@@ -17,7 +17,7 @@
 
 import { join } from "node:path";
 import { Bus } from "../src/bus/bus.ts";
-import { GatewayConfig } from "../src/sections.ts";
+import { configFor } from "../tests/helpers/config.ts";
 import { callFunction } from "../src/functions/call.ts";
 import { MetricsRegistry } from "../src/observability/metrics.ts";
 import { encodeFrame, FrameDecoder } from "../src/workers/frame.ts";
@@ -166,15 +166,15 @@ const commands: Record<Sdk, string[]> = {
   node: ["node", nodeWorker],
   deno: [Deno.execPath(), "run", "-A", join(ROOT, "examples/workers/node/worker.ts")],
 };
-await (await supervisor.prepare(GatewayConfig.parse({
-  storage: { dataDir },
+const workers = configFor({
   workers: Object.entries(commands).map(([name, command]) => ({
     name,
     command,
     cwd: ROOT,
     concurrency: 64,
   })),
-}))).commit();
+}, { dataDir });
+await (await supervisor.prepare(workers.config, workers.context)).commit();
 
 const source = { listener: "bench", protocol: "gateway" } as const;
 const rows: string[][] = [];

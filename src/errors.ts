@@ -146,6 +146,23 @@ export function redact(message: string): string {
   return message.replace(ADDRESS, "<address>").replace(SOURCE, "<source>");
 }
 
+/**
+ * The WebSocket close for a failure on an open connection (see
+ * {@link toGatewayError}): 1013 "try again later" for a 503, 1011 for other
+ * 5xx, 1008 "policy violation" for what the client sent; the reason is the
+ * error's code, never its message.
+ *
+ * @example
+ * ```ts
+ * import { GatewayError, webSocketClose } from "./errors.ts";
+ * webSocketClose(new GatewayError(400, "invalid_topic", "bad")); // { code: 1008, reason: "invalid_topic" }
+ * ```
+ */
+export function webSocketClose(error: unknown): { code: number; reason: string } {
+  const { status, code } = toGatewayError(error);
+  return { code: status === 503 ? 1013 : status >= 500 ? 1011 : 1008, reason: code };
+}
+
 /** One failure as the log and the admin API keep it. */
 export interface ErrorRecord {
   requestId: string;

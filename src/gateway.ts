@@ -216,9 +216,10 @@ export class Gateway {
       this.#state = "stopping";
       this.#stopWatching?.();
       await this.#queue;
+      // The reverse of the order participants are prepared and committed in.
       await this.#listeners.stop();
-      for (const module of this.#modules.toReversed()) await module.stop();
       await this.#upstreams.stop();
+      for (const module of this.#modules.toReversed()) await module.stop();
       this.connections.stop();
       this.#upstreams.client.close();
       this.#removeDescriptorGuard?.();
@@ -278,14 +279,14 @@ export class Gateway {
   async #apply(loaded: LoadedConfig<GatewayConfig>): Promise<void> {
     const { config } = loaded;
     await Deno.mkdir(config.storage.dataDir, { recursive: true });
-    const context: PrepareContext = {
-      starting: this.#loaded === undefined,
-      dataDir: config.storage.dataDir,
-      references: loaded.references,
-    };
     const changes: Change[] = [];
     try {
       for (const module of this.#modules) {
+        const context: PrepareContext = {
+          starting: this.#loaded === undefined,
+          dataDir: config.storage.dataDir,
+          references: loaded.references.only(module.references ?? []),
+        };
         changes.push(await module.prepare(sliceOf(config, module.sections), context));
       }
       const upstreams = await this.#upstreams.prepare(config.upstreams);

@@ -30,7 +30,10 @@ export interface PrepareContext {
   readonly starting: boolean;
   /** The absolute data directory (`storage.dataDir`). */
   readonly dataDir: string;
-  /** The names other sections define (plugins, workers, upstreams, ...). */
+  /**
+   * The names other sections define, narrowed to the kinds the participant
+   * declares (a module's {@link GatewayModule.references}).
+   */
   readonly references: References;
 }
 
@@ -78,6 +81,8 @@ export interface GatewayModule<Slice extends object = object> extends Participan
   readonly name: string;
   /** The config sections the module owns: `prepare` gets exactly these keys. */
   readonly sections: readonly string[];
+  /** The kinds of names other sections define that it reads (`worker`, `plugin-use`, ...). */
+  readonly references?: readonly string[];
   /** What `GET /status` shows under {@link name}. */
   status(): unknown;
   /** Adds the module's own admin endpoints (behind the admin token). */

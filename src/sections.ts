@@ -7,7 +7,7 @@
  */
 
 import { adminSection } from "./admin/config.ts";
-import { type ConfigError, type LoadedConfig, loadConfig } from "./config/load.ts";
+import { type ConfigError, loadConfig, type LoadedConfig } from "./config/load.ts";
 import { type DocumentOf, documentSchema } from "./config/section.ts";
 import { listenersSection } from "./listeners/config.ts";
 import { inferenceSection, modelsSection, ocrSection } from "./models/config.ts";
@@ -56,7 +56,7 @@ export type GatewayConfig = DocumentOf<typeof SECTIONS>;
 export const GatewayConfig = documentSchema(SECTIONS);
 
 /**
- * Loads and validates the gateway's config file; throws a {@link ConfigError}
+ * Loads and validates the gateway's config file; throws a `ConfigError`
  * listing every problem with its file and JSON path.
  *
  * @example

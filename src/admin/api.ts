@@ -10,8 +10,7 @@
 import { Hono } from "hono";
 import type { ConnectionInfo } from "../connections/connection.ts";
 import type { GatewayModule } from "../module.ts";
-import { recentErrors } from "../errors.ts";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError, recentErrors } from "../errors.ts";
 import { timingSafeEqual } from "../util/timing_safe_equal.ts";
 
 /** What the admin API can ask of the running gateway. */
@@ -69,18 +68,21 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
     const header = c.req.header("authorization") ?? "";
     const given = /^bearer +/i.test(header) ? header.replace(/^bearer +/i, "") : "";
     if (!given) {
-      return jsonError(
-        401,
-        "unauthorized",
-        "the admin API needs 'Authorization: Bearer <token>'",
-        undefined,
-        {
-          "www-authenticate": 'Bearer realm="gateway-admin"',
-        },
+      return errorResponse(
+        new GatewayError(
+          401,
+          "unauthorized",
+          "the admin API needs 'Authorization: Bearer <token>'",
+          {
+            headers: {
+              "www-authenticate": 'Bearer realm="gateway-admin"',
+            },
+          },
+        ),
       );
     }
     if (!timingSafeEqual(given, token)) {
-      return jsonError(403, "forbidden", "the admin token is wrong");
+      return errorResponse(new GatewayError(403, "forbidden", "the admin token is wrong"));
     }
     await next();
   });
@@ -113,16 +115,18 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
   app.delete("/connections/:id", (c) => {
     const id = c.req.param("id");
     if (!controls.closeConnection(id)) {
-      return jsonError(404, "unknown_connection", `no live connection has the id "${id}"`);
+      return errorResponse(
+        new GatewayError(404, "unknown_connection", `no live connection has the id "${id}"`),
+      );
     }
     return c.body(null, 204);
   });
   app.get("/errors", (c) => c.json({ errors: recentErrors.list() }));
   app.get("/errors/:requestId", (c) => {
     const record = recentErrors.get(c.req.param("requestId"));
-    return record
-      ? c.json(record)
-      : jsonError(404, "unknown_request", "no failure is kept for that request id");
+    return record ? c.json(record) : errorResponse(
+      new GatewayError(404, "unknown_request", "no failure is kept for that request id"),
+    );
   });
   for (const module of controls.modules) module.admin?.(app);
   app.post("/stop", (c) => {
@@ -130,7 +134,9 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
     return c.json({ status: "stopping" }, 202);
   });
   app.notFound((c) =>
-    jsonError(404, "no_route", `no admin endpoint ${c.req.method} ${c.req.path}`)
+    errorResponse(
+      new GatewayError(404, "no_route", `no admin endpoint ${c.req.method} ${c.req.path}`),
+    )
   );
   return app;
 }

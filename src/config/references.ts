@@ -64,6 +64,20 @@ export class References {
     return this.#byKind.get(kind)?.get(name);
   }
 
+  /**
+   * The same references narrowed to `kinds`: what a module that declares
+   * those cross-references is given.
+   */
+  only(kinds: readonly string[]): References {
+    const narrowed = new References();
+    for (const kind of kinds) {
+      const names = this.#byKind.get(kind);
+      if (names) narrowed.#byKind.set(kind, names);
+      if (this.#unknown.has(kind)) narrowed.#unknown.add(kind);
+    }
+    return narrowed;
+  }
+
   /** Every name defined as a `kind`, in document order. */
   names(kind: string): string[] {
     return [...this.#byKind.get(kind)?.keys() ?? []];

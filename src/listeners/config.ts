@@ -158,7 +158,16 @@ export function listenerAddress(
   return `${listener.type === "udp" ? "udp" : "tcp"}:${listener.host}:${listener.port}`;
 }
 
-/** Whether a listener takes HTTP requests (and so routes). */
+/**
+ * Whether a listener takes HTTP requests (and so routes).
+ *
+ * @example
+ * ```ts
+ * import { ListenerConfig, servesHttp } from "./config.ts";
+ * servesHttp(ListenerConfig.parse({ type: "unix", path: "/run/gw.sock" })); // true: HTTP by default
+ * servesHttp(ListenerConfig.parse({ type: "tcp", port: 7000 })); // false
+ * ```
+ */
 export function servesHttp(listener: ListenerConfig): boolean {
   return listener.type === "http" || (listener.type === "unix" && listener.protocol === "http");
 }

@@ -110,8 +110,11 @@ export class HttpListener {
    * every 100 ms until descriptors are free (see docs/fd-exhaustion.md).
    */
   #serve(): void {
-    const { host, port, path, tls } = this.binding;
-    const address = path !== undefined ? { path } : { hostname: host, port, ...(tls ?? {}) };
+    const { host, path, tls } = this.binding;
+    // this.port: a rebind takes the port bound before, also when the config asked for port 0.
+    const address = path !== undefined
+      ? { path }
+      : { hostname: host, port: this.port, ...(tls ?? {}) };
     const server = Deno.serve({
       ...address,
       onListen: () => {},

@@ -8,7 +8,7 @@
  */
 
 import type { ServeHandler } from "../router/app.ts";
-import { type ListenersConfig, listenerAddress } from "./config.ts";
+import { listenerAddress, type ListenersConfig } from "./config.ts";
 import { HttpListener } from "./http.ts";
 import type { PlannedListener } from "./set.ts";
 import { TcpListener, type TcpListenerServices } from "./tcp.ts";
@@ -53,13 +53,14 @@ export function planHttpListener(
  * ```ts
  * import { Bus } from "../bus/bus.ts";
  * import { ConnectionManager } from "../connections/manager.ts";
+ * import { MetricsRegistry } from "../observability/metrics.ts";
  * import { ListenersConfig } from "./config.ts";
  * import { planListeners } from "./plan.ts";
  * const bus = new Bus();
  * const plan = await planListeners(
  *   ListenersConfig.parse({ web: { type: "http", port: 0 } }),
  *   () => () => new Response("hello"),
- *   { bus, connections: new ConnectionManager(bus), upstreams: new Map() },
+ *   { bus, connections: new ConnectionManager(bus, new MetricsRegistry()), upstreams: new Map() },
  * );
  * plan.get("web")?.address; // "tcp:127.0.0.1:0"
  * ```

@@ -67,11 +67,9 @@ function conflicts(a: string, b: string): boolean {
  *
  * @example
  * ```ts
- * import { References } from "../config/references.ts";
  * import { ListenerSet } from "./set.ts";
  * const listeners = new ListenerSet();
- * const context = { starting: true, dataDir: "/tmp/gw", references: new References() };
- * const change = await listeners.prepare(new Map(), context);
+ * const change = await listeners.prepare(new Map());
  * await change.commit();
  * await listeners.stop();
  * ```

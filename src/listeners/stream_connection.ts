@@ -536,15 +536,8 @@ export class FrameWriter {
       while (this.#queue.length > 0) {
         const frames = this.#queue;
         this.#queue = [];
-        let size = 0;
-        for (const frame of frames) size += frame.length;
-        let bytes = frames[0];
-        if (frames.length > 1) {
-          bytes = new Uint8Array(size);
-          for (let i = 0, at = 0; i < frames.length; at += frames[i].length, i++) {
-            bytes.set(frames[i], at);
-          }
-        }
+        const bytes = frames.length === 1 ? frames[0] : concat(frames);
+        const size = bytes.length;
         // Most writes take everything at once; writeAll only for the rest.
         const written = await this.#conn.write(bytes);
         if (written < size) await writeAll(this.#conn, bytes.subarray(written));

@@ -12,25 +12,9 @@
 
 import type { ModelTargetConfig, OcrTargetConfig } from "./config.ts";
 import type { InferRequest, ModelRegistry } from "./registry.ts";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 import { concat } from "../util/concat.ts";
-
-function errorResponse(error: unknown, requestId: string): Response {
-  const { status, code, type, name, message } = error as {
-    status?: number;
-    code?: string;
-    type?: string;
-    name?: string;
-    message?: string;
-  };
-  return jsonError(
-    status ?? 500,
-    code ?? type ?? name ?? "inference_failed",
-    message ?? String(error),
-    requestId,
-  );
-}
 
 /**
  * The request body, or undefined as soon as it is known to be over `limit`
@@ -66,22 +50,28 @@ export function createModelTarget(config: ModelTargetConfig, registry: ModelRegi
   return async (c: GatewayContext): Promise<Response> => {
     const { requestId } = c.env;
     if (c.req.method !== "POST") {
-      return jsonError(405, "method_not_allowed", "POST JSON tensors to run a model", requestId, {
-        allow: "POST",
-      });
+      return errorResponse(
+        new GatewayError(405, "method_not_allowed", "POST JSON tensors to run a model", {
+          headers: {
+            allow: "POST",
+          },
+        }),
+        requestId,
+      );
     }
     const name = config.name ?? c.req.param("name");
     if (!name) {
-      return jsonError(500, "no_model", "the route names no model and has no :name", requestId);
+      return errorResponse(
+        new GatewayError(500, "no_model", "the route names no model and has no :name"),
+        requestId,
+      );
     }
     let body: InferRequest;
     try {
       body = await c.req.json();
     } catch (error) {
-      return jsonError(
-        400,
-        "bad_json",
-        `the body is not JSON: ${(error as Error).message}`,
+      return errorResponse(
+        new GatewayError(400, "bad_json", `the body is not JSON: ${(error as Error).message}`),
         requestId,
       );
     }
@@ -109,28 +99,32 @@ export function createOcrTarget(config: OcrTargetConfig, registry: ModelRegistry
   return async (c: GatewayContext): Promise<Response> => {
     const { requestId } = c.env;
     if (c.req.method !== "POST") {
-      return jsonError(
-        405,
-        "method_not_allowed",
-        "POST a PNG or JPEG image to read it",
+      return errorResponse(
+        new GatewayError(405, "method_not_allowed", "POST a PNG or JPEG image to read it", {
+          headers: {
+            allow: "POST",
+          },
+        }),
         requestId,
-        {
-          allow: "POST",
-        },
       );
     }
     const limit = registry.maxImageBytes;
     const image = await readBody(c.req.raw, limit);
     if (!image) {
-      return jsonError(
-        413,
-        "image_too_large",
-        `the image is more than ocr.maxImageBytes (${limit} bytes)`,
+      return errorResponse(
+        new GatewayError(
+          413,
+          "image_too_large",
+          `the image is more than ocr.maxImageBytes (${limit} bytes)`,
+        ),
         requestId,
       );
     }
     if (image.length === 0) {
-      return jsonError(400, "no_image", "the body is empty: POST a PNG or JPEG image", requestId);
+      return errorResponse(
+        new GatewayError(400, "no_image", "the body is empty: POST a PNG or JPEG image"),
+        requestId,
+      );
     }
     const template = c.req.query("template") ?? config.template;
     const classify = c.req.query("classify");

@@ -1,11 +1,13 @@
 /**
  * The inference metrics in the gateway's Prometheus registry: runs, run
- * durations, batch sizes, cache hits and misses, OCR pages.
+ * durations, batch sizes, cache hits and misses, OCR pages, and the shared
+ * supervision metrics (kind `model`).
  *
  * @module
  */
 
 import type { MetricsRegistry } from "../observability/metrics.ts";
+import { SupervisionMetrics } from "../supervision/metrics.ts";
 
 /**
  * Registers (or finds) the inference metrics.
@@ -47,6 +49,7 @@ export function modelMetrics(registry: MetricsRegistry) {
       ["result"],
     ),
     ocrDuration: registry.histogram("gateway_ocr_page_seconds", "Time to read one page.", []),
+    supervision: new SupervisionMetrics(registry),
   };
 }
 

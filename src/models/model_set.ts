@@ -178,6 +178,7 @@ export class ModelSet {
       ]);
       clearTimeout(timer);
     }
+    for (const model of this.models.values()) model.stop();
     this.pool.stop();
   }
 }

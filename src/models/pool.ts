@@ -19,13 +19,13 @@ import { FunctionCallError } from "../functions/call.ts";
 import { PendingCalls } from "../supervision/pending.ts";
 import { CallPool, type PoolMember } from "../supervision/pool.ts";
 import { Restarter } from "../supervision/restart.ts";
-import type { CallStats } from "../supervision/stats.ts";
 import type { LoadedModel, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import type { Tensor } from "./tensor.ts";
 import type { OcrOptions, OcrResult, OcrSettings } from "./ocr/types.ts";
 
 /** Runs waiting for a free Worker of a group at most; more answer `overloaded`. */
 const QUEUE_LIMIT = 1024;
+const INFERENCE_WORKER = new URL("./inference_worker.ts", import.meta.url);
 
 /**
  * A failure reported by an inference worker, with the runtime's own type and
@@ -61,10 +61,11 @@ class InferenceWorker implements PoolMember {
   constructor(
     readonly label: string,
     threads: number,
+    script: URL,
     readonly lost: (worker: InferenceWorker, why: string) => void,
   ) {
     this.#pending = new PendingCalls({ label });
-    this.#worker = new Worker(new URL("./inference_worker.ts", import.meta.url), {
+    this.#worker = new Worker(script, {
       type: "module",
       name: label,
     });
@@ -152,15 +153,16 @@ class Group {
     this.pool = new CallPool(`inference Workers (${threads} threads)`, QUEUE_LIMIT);
   }
 
-  /** Why no Worker will take a run, when every slot is failed or in backoff. */
+  /**
+   * Why no Worker will take a run, when every slot is failed (runs wait for
+   * a slot in backoff: its replacement comes within their deadline or not).
+   */
   down(): FunctionCallError | undefined {
-    const states = this.slots.map((slot) => slot.restarter.state);
-    if (states.some((state) => state === "running" || state === "starting")) return undefined;
-    const slot = this.slots.find((slot) => slot.restarter.state === "failed") ?? this.slots[0];
+    if (!this.slots.every((slot) => slot.restarter.state === "failed")) return undefined;
     return new FunctionCallError({
       type: "unavailable",
-      message: `the inference Workers (${this.threads} threads) are ${slot.restarter.state}: ` +
-        slot.restarter.reason,
+      message: `the inference Workers (${this.threads} threads) failed: ` +
+        this.slots[0].restarter.reason,
     });
   }
 }
@@ -184,19 +186,25 @@ export class InferencePool {
   readonly #groups = new Map<number, Group>();
   #stopped = false;
 
-  /** `stats`, when given, counts the Workers' replacements (as restarts) and why. */
+  /** `script` is the Worker's module: the inference worker, or one that wraps it. */
   constructor(
     readonly options: { workers: number; timeout: number },
-    readonly stats?: CallStats,
+    readonly script: URL = INFERENCE_WORKER,
   ) {}
 
-  /** Workers replaced (after a stuck call or a crash) since the pool started. */
-  get replaced(): number {
-    let total = 0;
-    for (const group of this.#groups.values()) {
-      for (const slot of group.slots) total += slot.restarter.restarts;
-    }
-    return total;
+  /**
+   * The Workers as `GET /models` shows them: by thread count, each one's
+   * state, replacements (after a stuck call or a crash) and why.
+   */
+  status(): { threads: number; state: string; restarts: number; reason: string | null }[] {
+    return [...this.#groups.values()].flatMap((group) =>
+      group.slots.map(({ restarter }) => ({
+        threads: group.threads,
+        state: restarter.state,
+        restarts: restarter.restarts,
+        reason: restarter.reason ?? null,
+      }))
+    );
   }
 
   #deadline(): number {
@@ -213,7 +221,7 @@ export class InferencePool {
           restarter: new Restarter(() => this.#replace(created, slot, index)),
         };
         created.slots.push(slot);
-        created.pool.add(slot.worker);
+        this.#start(created, slot);
       }
       this.#groups.set(threads, created);
       group = created;
@@ -223,7 +231,7 @@ export class InferencePool {
 
   #spawn(group: Group, index: number): InferenceWorker {
     const label = `inference Worker ${index} (${group.threads} threads)`;
-    return new InferenceWorker(label, group.threads, (worker, why) => {
+    return new InferenceWorker(label, group.threads, this.script, (worker, why) => {
       const slot = group.slots.find((slot) => slot.worker === worker);
       if (!slot || this.#stopped) return;
       group.pool.delete(worker);
@@ -233,12 +241,16 @@ export class InferencePool {
     });
   }
 
-  /** The restarter's restart: a new Worker in `slot`, which catches up on the group's loads. */
+  /** The restarter's restart: a new Worker in `slot`. */
   #replace(group: Group, slot: Slot, index: number): void {
     if (this.#stopped) return;
-    this.stats?.restarted(slot.restarter.reason ?? "replaced");
-    const worker = this.#spawn(group, index);
-    slot.worker = worker;
+    slot.worker = this.#spawn(group, index);
+    this.#start(group, slot);
+  }
+
+  /** Lets `slot`'s Worker catch up on the group's loads, then take runs. */
+  #start(group: Group, slot: Slot): void {
+    const worker = slot.worker;
     group.pool.add(worker);
     worker.start([...group.preloads.values()], () => this.#deadline()).then(() => {
       if (slot.worker !== worker) return;
@@ -252,8 +264,11 @@ export class InferencePool {
     const group = this.#group(threads);
     group.preloads.set(key, request);
     try {
+      // A load occupies its Worker like a run: when it ends, a queued run may go there.
       return await Promise.all(
-        group.slots.map((slot) => slot.worker.call<T>(request, [], this.#deadline())),
+        group.slots.map((slot) =>
+          slot.worker.call<T>(request, [], this.#deadline()).finally(() => group.pool.wake())
+        ),
       );
     } catch (error) {
       group.preloads.delete(key);

@@ -11,12 +11,11 @@
 import type { Hono } from "hono";
 import type { Bus, Subscription } from "../bus/bus.ts";
 import type { ModelsSlice } from "./config.ts";
-import { FunctionCallError, serveFunction } from "../functions/call.ts";
+import { serveFunction } from "../functions/call.ts";
 import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
 import { type ModelMetrics, modelMetrics } from "./metrics.ts";
 import { ModelSet, type OcrAnswer } from "./model_set.ts";
-import { TensorError } from "./tensor.ts";
 import type { InferAnswer } from "./served_model.ts";
 import type { OcrOptions } from "./ocr/types.ts";
 
@@ -74,16 +73,12 @@ export class ModelRegistry implements GatewayModule<ModelsSlice> {
   #serveFunctions(set: ModelSet): void {
     for (const subscription of this.#functions) subscription.unsubscribe();
     this.#functions = [...set.models.keys()].map((name) =>
-      serveFunction<InferRequest>(this.bus, "model", name, async (args) => {
-        try {
-          return await this.infer(name, args?.inputs, args?.outputEncoding === "base64");
-        } catch (error) {
-          if (error instanceof TensorError) {
-            throw new FunctionCallError({ type: "bad_arguments", message: error.message });
-          }
-          throw error;
-        }
-      })
+      serveFunction<InferRequest>(
+        this.bus,
+        "model",
+        name,
+        (args) => this.infer(name, args?.inputs, args?.outputEncoding === "base64"),
+      )
     );
   }
 
@@ -151,6 +146,7 @@ export class ModelRegistry implements GatewayModule<ModelsSlice> {
       c.json({
         models: [...this.#current?.set.models.values() ?? []].map((m) => m.status()),
         ocr: this.#current?.set.ocrStatus() ?? null,
+        inferenceWorkers: this.#current?.set.pool.status() ?? [],
       }));
   }
 }

@@ -1,7 +1,10 @@
 /**
  * One configured model as the gateway serves it: its session in the pool
  * (loaded at start or on first use), the checks of its inputs, its result
- * cache and batcher, and the numbers `GET /models` and the metrics show.
+ * cache and batcher, and the numbers `GET /models` and the metrics show (the
+ * shared supervision status: every run counts, failed ones as errors). A
+ * session that fails to load is tried again with backoff (a
+ * {@link Restarter}) until it gives up; meanwhile the model answers 503.
  *
  * @module
  */
@@ -14,7 +17,8 @@ import { Batcher } from "./batcher.ts";
 import { hashInputs, LruCache } from "./cache.ts";
 import { type JsonTensor, parseInputs, type Tensor, tensorToJson } from "./tensor.ts";
 import type { ModelMetrics } from "./metrics.ts";
-import { LatencyWindow } from "../observability/latency.ts";
+import { Restarter } from "../supervision/restart.ts";
+import { CallStats, type PartStatus } from "../supervision/stats.ts";
 import { GatewayError } from "../errors.ts";
 
 const logger = getLogger(["gateway", "models"]);
@@ -24,8 +28,8 @@ export interface InferAnswer {
   outputs: Record<string, JsonTensor>;
 }
 
-/** What `GET /models` shows about one model. */
-export interface ModelStatus {
+/** What `GET /models` shows about one model: the shared status shape and the model's own. */
+export interface ModelStatus extends PartStatus {
   name: string;
   description?: string;
   file: string;
@@ -34,9 +38,6 @@ export interface ModelStatus {
   inputs?: LoadedModel["inputs"];
   outputs?: LoadedModel["outputs"];
   loadMs?: number;
-  runs: number;
-  p50Ms: number | null;
-  p99Ms: number | null;
 }
 
 /**
@@ -54,8 +55,11 @@ export class ServedModel {
   #loaded?: Promise<LoadedModel>;
   #signature?: LoadedModel;
   #error?: string;
-  /** Durations of the successful runs. */
-  readonly #durations = new LatencyWindow();
+  /** Set when the path cannot be resolved: a config error, not tried again. */
+  readonly #pathError?: string;
+  #inFlight = 0;
+  readonly #restarter: Restarter;
+  readonly stats: CallStats;
   readonly #cache?: LruCache<Record<string, Tensor>>;
   readonly #batcher?: Batcher;
 
@@ -69,7 +73,13 @@ export class ServedModel {
     readonly metrics: ModelMetrics,
   ) {
     this.file = typeof file === "string" ? file : config.path;
-    if (file instanceof Error) this.#error = `${config.path}: ${file.message}`;
+    if (file instanceof Error) this.#error = this.#pathError = `${config.path}: ${file.message}`;
+    this.stats = new CallStats(metrics.supervision.of("model", config.name));
+    this.#restarter = new Restarter(() => {
+      this.#loaded = undefined;
+      this.stats.restarted(this.#error ?? "load again");
+      this.load().catch(() => {/* kept in the status, tried again or failed */});
+    });
     if (config.cacheSize > 0) this.#cache = new LruCache(config.cacheSize);
     const batchSizes = metrics.batchSize.labels({ model: config.name });
     if (config.maxBatch > 1) {
@@ -81,20 +91,26 @@ export class ServedModel {
     }
   }
 
-  /** Creates the session (once); a failure is kept and reported, not thrown further than the caller. */
+  /**
+   * Creates the session (once); a failure is kept and reported, not thrown
+   * further than the caller, and the load is tried again after a backoff.
+   */
   load(): Promise<LoadedModel> {
     this.#loaded ??= (async () => {
-      if (this.#error) {
+      if (this.#pathError) {
         logger.error("model {name} cannot be loaded: {error}", {
           name: this.config.name,
-          error: this.#error,
+          error: this.#pathError,
         });
-        throw new ModelUnavailableError(this.config.name, this.#error);
+        this.stats.problem(this.#pathError);
+        throw new ModelUnavailableError(this.config.name, this.#pathError);
       }
       logger.info("loading model {name} from {file}", { name: this.config.name, file: this.file });
       try {
         const loaded = await this.pool.load(this.config.threads, this.config.name, this.file);
         this.#signature = loaded;
+        this.#error = undefined;
+        this.#restarter.started();
         logger.info("model {name} loaded in {ms} ms: inputs {inputs}", {
           name: this.config.name,
           ms: Math.round(loaded.loadMs),
@@ -103,9 +119,14 @@ export class ServedModel {
         return loaded;
       } catch (error) {
         this.#error = `${this.file}: ${(error as Error).message}`;
-        logger.error("model {name} failed to load: {error}", {
+        this.stats.problem(this.#error);
+        const next = this.#restarter.crashed(this.#error, 0) === "backoff"
+          ? `; trying again in ${this.#restarter.delay} ms`
+          : "";
+        logger.error("model {name} failed to load: {error}{next}", {
           name: this.config.name,
           error: this.#error,
+          next,
         });
         throw new ModelUnavailableError(this.config.name, this.#error);
       }
@@ -132,6 +153,7 @@ export class ServedModel {
     }
     const started = performance.now();
     let outputs: Record<string, Tensor>;
+    this.#inFlight++;
     try {
       // Only a free first dimension can take a batch.
       const batchable = signature.every((i) => typeof i.dims[0] !== "number" || i.dims[0] < 0);
@@ -139,30 +161,40 @@ export class ServedModel {
         ? await this.#batcher.run(feeds)
         : await this.pool.run(this.config.threads, this.config.name, feeds);
     } catch (error) {
+      this.stats.record(performance.now() - started, error);
       this.metrics.runs.labels({ ...labels, result: "error" }).inc();
       throw error;
+    } finally {
+      this.#inFlight--;
     }
     const ms = performance.now() - started;
-    this.#durations.add(ms);
+    this.stats.record(ms);
     this.metrics.runs.labels({ ...labels, result: "ok" }).inc();
     this.metrics.duration.labels(labels).observe(ms / 1000);
     if (key) this.#cache!.set(key, outputs);
     return { outputs: toJson(outputs, base64) };
   }
 
+  /** Stops trying to load again. */
+  stop(): void {
+    this.#restarter.stop();
+  }
+
   /** What `GET /models` shows. */
   status(): ModelStatus {
+    const state = this.#error
+      ? "failed"
+      : this.#signature
+      ? "loaded"
+      : this.#loaded
+      ? "loading"
+      : "not loaded";
     return {
       name: this.config.name,
+      ...this.stats.status(state, this.#inFlight, 0),
+      state,
       ...(this.config.description ? { description: this.config.description } : {}),
       file: this.file,
-      state: this.#error
-        ? "failed"
-        : this.#signature
-        ? "loaded"
-        : this.#loaded
-        ? "loading"
-        : "not loaded",
       ...(this.#error ? { error: this.#error } : {}),
       ...(this.#signature
         ? {
@@ -171,9 +203,6 @@ export class ServedModel {
           loadMs: round(this.#signature.loadMs),
         }
         : {}),
-      runs: this.#durations.total,
-      p50Ms: this.#durations.quantile(0.5),
-      p99Ms: this.#durations.quantile(0.99),
     };
   }
 }

@@ -10,7 +10,7 @@
 
 import { Buffer } from "node:buffer";
 import { Duplex } from "node:stream";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 import type { MqttStream, StreamOrigin } from "./broker.ts";
 import type { MqttTargetConfig } from "./config.ts";
@@ -99,34 +99,41 @@ export function createMqttWebSocketTarget(
   return (c: GatewayContext): Response => {
     const { requestId, clientIp } = c.env;
     if (!/\bwebsocket\b/i.test(c.req.header("upgrade") ?? "")) {
-      return jsonError(
-        426,
-        "upgrade_required",
-        "this route serves MQTT over WebSocket",
+      return errorResponse(
+        new GatewayError(426, "upgrade_required", "this route serves MQTT over WebSocket", {
+          headers: {
+            upgrade: "websocket",
+          },
+        }),
         requestId,
-        {
-          upgrade: "websocket",
-        },
       );
     }
     const offered = (c.req.header("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
     const protocol = SUBPROTOCOLS.find((p) => offered.includes(p));
     if (!protocol) {
-      return jsonError(
-        400,
-        "unsupported_subprotocol",
-        "MQTT over WebSocket needs the subprotocol mqtt",
+      return errorResponse(
+        new GatewayError(
+          400,
+          "unsupported_subprotocol",
+          "MQTT over WebSocket needs the subprotocol mqtt",
+        ),
         requestId,
       );
     }
     if (!host.running) {
-      return jsonError(503, "mqtt_unavailable", "the MQTT broker is not running", requestId);
+      return errorResponse(
+        new GatewayError(503, "mqtt_unavailable", "the MQTT broker is not running"),
+        requestId,
+      );
     }
     let upgraded: { socket: WebSocket; response: Response };
     try {
       upgraded = Deno.upgradeWebSocket(c.req.raw, { protocol, idleTimeout: 0 });
     } catch (error) {
-      return jsonError(400, "bad_websocket_handshake", (error as Error).message, requestId);
+      return errorResponse(
+        new GatewayError(400, "bad_websocket_handshake", (error as Error).message),
+        requestId,
+      );
     }
     host.accept(adaptStream(new WebSocketDuplex(upgraded.socket)), {
       listener: c.env.route.name,

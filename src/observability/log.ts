@@ -12,9 +12,8 @@ import {
   getTextFormatter,
   jsonLinesFormatter,
 } from "@logtape/logtape";
-import type { GatewayConfig } from "../sections.ts";
 
-type LogConfig = GatewayConfig["log"];
+import type { LogConfig } from "./config.ts";
 
 let applied: string | undefined;
 

@@ -12,7 +12,7 @@
  */
 
 import type { CorsConfig } from "./config.ts";
-import { jsonError } from "./errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import type { Stage } from "./stage.ts";
 
 const HOST_LABELS = "[a-z0-9-]+(?:\\.[a-z0-9-]+)*";
@@ -77,12 +77,11 @@ export function createCorsStage(config: CorsConfig): Stage {
     const requestedMethod = c.req.raw.headers.get("access-control-request-method");
     if (origin !== null && requestedMethod !== null && c.req.method === "OPTIONS") {
       if (!isAllowed(origin)) {
-        return jsonError(
-          403,
-          "cors_origin_denied",
-          "this origin may not call this route",
+        return errorResponse(
+          new GatewayError(403, "cors_origin_denied", "this origin may not call this route", {
+            headers: echoesOrigin ? { vary: "Origin" } : undefined,
+          }),
           c.env.requestId,
-          echoesOrigin ? { vary: "Origin" } : undefined,
         );
       }
       const headers = new Headers(preflightHeaders);

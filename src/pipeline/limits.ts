@@ -12,7 +12,6 @@
 
 import type { LimitsConfig } from "./config.ts";
 import { errorResponse, GatewayError } from "../errors.ts";
-import { jsonError } from "./errors.ts";
 import type { Stage } from "./stage.ts";
 
 /** The error a limited body stream fails with once it has passed `maxBodySize` bytes: 413. */
@@ -61,10 +60,12 @@ export function createLimitsStage(config: LimitsConfig): Stage | null {
         bytes += name.length + value.length;
       }
       if (count > headerCountLimit || bytes > headerSizeLimit) {
-        return jsonError(
-          431,
-          "headers_too_large",
-          `request has ${count} headers of ${bytes} bytes, over the limit`,
+        return errorResponse(
+          new GatewayError(
+            431,
+            "headers_too_large",
+            `request has ${count} headers of ${bytes} bytes, over the limit`,
+          ),
           c.env.requestId,
         );
       }

@@ -7,7 +7,7 @@
  */
 
 import type { RateLimitConfig } from "./config.ts";
-import { jsonError } from "./errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import type { Stage } from "./stage.ts";
 
 /** One bucket's settings: `rate` tokens per `per` milliseconds, holding at most `burst`. */
@@ -235,6 +235,12 @@ export interface PreparedRateLimits {
  * Each build of the route table {@link prepare}s; the one that is committed
  * serves, a build that is not committed changes nothing.
  *
+ * Buckets live in this isolate. A bucket is two numbers (tokens and when
+ * they were counted), so a data path spread over several isolates can move
+ * the route buckets into shared slots the way `TargetStatePool` keeps
+ * upstream targets, with epoch-millisecond times instead of
+ * `performance.now`, which each isolate counts from its own start.
+ *
  * @example
  * ```ts
  * import { RateLimitPool } from "./rate_limit.ts";
@@ -323,11 +329,13 @@ function tooManyRequests(
   requestId: string,
 ): Response {
   const retryAfter = Math.max(1, Math.ceil(bucket.msUntilToken(time) / 1000));
-  return jsonError(
-    429,
-    "rate_limited",
-    `rate limit exceeded for ${subject}; retry in ${retryAfter} s`,
+  return errorResponse(
+    new GatewayError(
+      429,
+      "rate_limited",
+      `rate limit exceeded for ${subject}; retry in ${retryAfter} s`,
+      { headers: { "retry-after": String(retryAfter) } },
+    ),
     requestId,
-    { "retry-after": String(retryAfter) },
   );
 }

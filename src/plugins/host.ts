@@ -22,7 +22,7 @@ import type { Bus, Subscription } from "../bus/bus.ts";
 import type { MessageSource } from "../bus/message.ts";
 import { callFunction, FunctionCallError, serveFunction } from "../functions/call.ts";
 import type { Change, GatewayModule, PrepareContext } from "../module.ts";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
 import type { PluginGrantConfig, PluginsConfig } from "./config.ts";
 import { discoverPlugins, type PluginSource } from "./discover.ts";
@@ -124,6 +124,8 @@ function grantsAnything(grant: PluginGrantConfig | undefined): boolean {
 export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
   readonly name = "plugins";
   readonly sections = ["plugins"] as const;
+  /** Which plugins routes and listeners run, and the worker names a plugin may not take. */
+  readonly references = ["plugin-use", "worker"] as const;
   readonly #slots = new Map<string, PluginSlot>();
   /** Bus subscriptions each sandbox asked for, made while it is the active version. */
   readonly #subscriptions = new WeakMap<
@@ -190,6 +192,8 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
 
   async prepare(config: { plugins: PluginsConfig }, context: PrepareContext): Promise<Change> {
     const next = config.plugins;
+    // Before any init: a plugin's init may use its store.
+    this.#dataDir ||= context.dataDir;
     const taken = new Set(["model", ...context.references.names("worker")]);
     const sources = await discoverPlugins(next.dir);
     const started = new Map<string, { sandbox: PluginSandbox; key: string }>();
@@ -237,7 +241,6 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
         const watchChanged = this.#config?.dir !== next.dir;
         this.#config = next;
         this.#taken = taken;
-        this.#dataDir = context.dataDir;
         for (const [name, slot] of this.#slots) {
           if (!sources.has(name) && slot.active) this.#unload(slot);
         }
@@ -302,7 +305,9 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       const name = c.req.param("name");
       const slot = await this.reloadPlugin(name);
       if (!slot) {
-        return jsonError(404, "unknown_plugin", `no plugin "${name}" in ${this.config.dir}`);
+        return errorResponse(
+          new GatewayError(404, "unknown_plugin", `no plugin "${name}" in ${this.config.dir}`),
+        );
       }
       const described = this.#describe(slot);
       return c.json(described, slot.lastError && !slot.active ? 422 : 200);
@@ -506,7 +511,8 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
             : error.kind === "gone"
             ? "unavailable"
             : error.info.type,
-          message: error.message,
+          // The file:line stays in the traceback (log, admin API), not in what a client sees.
+          message: error.info.message,
           traceback: error.info.stack,
         });
       }
@@ -839,4 +845,3 @@ function versionKey(source: PluginSource, config: PluginsConfig): string {
     config.dir,
   ]);
 }
-

@@ -107,7 +107,10 @@ export class PluginSandbox {
       ping: () => this.#post({ kind: "ping", id: 0 }),
       busy: () => this.#work.size > 0,
       hung: (silent) => {
-        const info = { type: "Hung", message: `its worker missed heartbeats (silent ${silent} ms)` };
+        const info = {
+          type: "Hung",
+          message: `its worker missed heartbeats (silent ${silent} ms)`,
+        };
         this.terminate(info);
         services.crashed(this, info);
       },
@@ -198,7 +201,11 @@ export class PluginSandbox {
 
   /** Runs one of the plugin's functions. */
   call(fn: string, args: unknown, deadline: number): Promise<unknown> {
-    return this.#send(`function ${fn}`, (id) => ({ kind: "call", id, deadline, fn, args }), deadline);
+    return this.#send(
+      `function ${fn}`,
+      (id) => ({ kind: "call", id, deadline, fn, args }),
+      deadline,
+    );
   }
 
   /** Hands a bus message to the plugin's subscription. */

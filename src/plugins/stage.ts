@@ -11,7 +11,6 @@
  */
 
 import { errorResponse, GatewayError } from "../errors.ts";
-import { jsonError } from "../pipeline/errors.ts";
 import type { GatewayContext, Stage } from "../pipeline/stage.ts";
 import type { PluginHost, PluginSlot } from "./host.ts";
 import type { BodyData, HookResult, RequestData } from "./messages.ts";
@@ -125,10 +124,8 @@ export function createPluginStage(
       const slot = host.slot(name);
       if (!slot?.active) {
         const why = slot?.lastError ? `: ${slot.lastError.message}` : "";
-        return jsonError(
-          503,
-          "plugin_unavailable",
-          `plugin "${name}" is not loaded${why}`,
+        return errorResponse(
+          new GatewayError(503, "plugin_unavailable", `plugin "${name}" is not loaded${why}`),
           c.env.requestId,
         );
       }

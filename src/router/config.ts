@@ -86,7 +86,13 @@ export const routesSection = {
         }
       }
       const { target } = route;
-      checkReference(references, "upstream", target.upstream, [...at, "target", "upstream"], report);
+      checkReference(
+        references,
+        "upstream",
+        target.upstream,
+        [...at, "target", "upstream"],
+        report,
+      );
       checkReference(
         references,
         "upstream",

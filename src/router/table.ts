@@ -6,8 +6,10 @@
  * @module
  */
 
-import type { GatewayConfig } from "../sections.ts";
-import type { RouteConfig } from "./config.ts";
+import { type ListenersConfig, servesHttp } from "../listeners/config.ts";
+import type { PluginsConfig } from "../plugins/config.ts";
+import type { SecurityConfig } from "../security/config.ts";
+import type { RouteConfig, RoutesConfig } from "./config.ts";
 import { chain, type Stage, type Target } from "../pipeline/stage.ts";
 import { createCorsStage } from "../pipeline/cors.ts";
 import { createRateLimitStage, type PreparedRateLimits } from "../pipeline/rate_limit.ts";
@@ -29,6 +31,17 @@ import type { Upstream } from "../upstreams/upstream.ts";
 import type { UpstreamClient } from "../upstreams/client.ts";
 import type { HttpMetrics } from "../observability/http_metrics.ts";
 import { compileConditions, type CompiledRoute, routeOrder } from "./route.ts";
+
+/** The sections a route table is built from. */
+export interface RouteTableConfig {
+  routes: RoutesConfig;
+  /** Default limits and rate limits. */
+  security: SecurityConfig;
+  /** Which listeners serve HTTP, and the plugins each runs. */
+  listeners: ListenersConfig;
+  /** The plugins every route runs (`global`). */
+  plugins: Pick<PluginsConfig, "global">;
+}
 
 /** What building a route table needs besides the config. */
 export interface RouteTableDeps {
@@ -124,7 +137,7 @@ function createTarget(route: RouteConfig, name: string, deps: RouteTableDeps): T
  * ```
  */
 export function buildRouteTable(
-  config: Pick<GatewayConfig, "routes" | "security" | "listeners" | "plugins">,
+  config: RouteTableConfig,
   deps: RouteTableDeps,
 ): CompiledRoute[] {
   return config.routes.map((route, i) => {
@@ -160,14 +173,12 @@ export function buildRouteTable(
 
 /** A route's plugins for each listener that runs any: global, then the listener's, then the route's. */
 function pluginsByListener(
-  config: Pick<GatewayConfig, "listeners" | "plugins">,
+  config: Pick<RouteTableConfig, "listeners" | "plugins">,
   route: RouteConfig,
 ): Map<string, string[]> {
   const byListener = new Map<string, string[]>();
   for (const [name, listener] of Object.entries(config.listeners)) {
-    const servesHttp = listener.type === "http" ||
-      (listener.type === "unix" && listener.protocol === "http");
-    if (!servesHttp || (route.listeners && !route.listeners.includes(name))) continue;
+    if (!servesHttp(listener) || (route.listeners && !route.listeners.includes(name))) continue;
     const names = [
       ...new Set([
         ...config.plugins.global,

@@ -58,11 +58,6 @@ export class PendingCalls<D = undefined> {
     return this.#calls.size;
   }
 
-  /** Whether call `id` is still open. */
-  has(id: number): boolean {
-    return this.#calls.has(id);
-  }
-
   /** What was kept with call `id`, while it is open. */
   data(id: number): D | undefined {
     return this.#calls.get(id)?.data;
@@ -87,7 +82,8 @@ export class PendingCalls<D = undefined> {
       const message = `${this.#options.label}: ${what} did not answer within ${ms} ms`;
       this.reject(
         id,
-        this.#options.timeoutError?.(message) ?? new FunctionCallError({ type: "timeout", message }),
+        this.#options.timeoutError?.(message) ??
+          new FunctionCallError({ type: "timeout", message }),
       );
     }, ms);
     this.#calls.set(id, { resolve, reject, timer, started: performance.now(), data });

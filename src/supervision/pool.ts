@@ -61,11 +61,6 @@ export class CallPool<M extends PoolMember> {
     return this.#waiting.length;
   }
 
-  /** The members, in the order they were added. */
-  get members(): M[] {
-    return [...this.#members];
-  }
-
   /** Adds a member and hands it waiting calls. */
   add(member: M): void {
     this.#members.add(member);
@@ -101,7 +96,8 @@ export class CallPool<M extends PoolMember> {
       return Promise.reject(
         new FunctionCallError({
           type: "overloaded",
-          message: `${this.label}: every slot is busy and ${this.queueLimit} calls are queued already`,
+          message:
+            `${this.label}: every slot is busy and ${this.queueLimit} calls are queued already`,
         }),
       );
     }

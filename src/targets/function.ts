@@ -12,13 +12,40 @@ import { callFunction, parseFunctionRef } from "../functions/call.ts";
 import { encodeBody, type HttpRequestArgs, resultToResponse } from "../functions/http.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 
+/** The argument a function gets for a request: its JSON body for a model, else {@link HttpRequestArgs}. */
+async function argsOf(c: GatewayContext, model: boolean): Promise<unknown> {
+  const request = c.req.raw;
+  const bytes = request.body ? new Uint8Array(await request.arrayBuffer()) : new Uint8Array();
+  if (model) {
+    try {
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch (error) {
+      throw new GatewayError(400, "bad_json", `the body is not JSON: ${(error as Error).message}`);
+    }
+  }
+  const url = new URL(request.url);
+  return {
+    method: request.method,
+    path: url.pathname,
+    url: request.url,
+    params: c.req.param() as Record<string, string>,
+    query: Object.fromEntries(url.searchParams),
+    headers: Object.fromEntries(request.headers),
+    ...encodeBody(bytes, request.headers.get("content-type") ?? undefined),
+    clientIp: c.env.clientIp,
+    requestId: c.env.requestId,
+  } satisfies HttpRequestArgs;
+}
+
 /**
- * Creates a function target. The function gets an {@link HttpRequestArgs};
- * its result maps to the response (see `resultToResponse`). A failed call
- * answers through `errorResponse` with the status of its type (500 for the
- * function's own errors, 503 when nothing serves it or it is overloaded, 504
- * past the timeout, 502 `bad_result` for a result that is no response); the
- * traceback goes to the log, not to the client.
+ * Creates a function target. The function gets an {@link HttpRequestArgs},
+ * except a model (`model:<name>`), which gets the request's JSON body, as on
+ * the bus (`{ inputs, outputEncoding? }`); the result maps to the response
+ * (see `resultToResponse`). A failed call answers through `errorResponse`
+ * with the status of its type, as the same failure answers on any other
+ * route (500 for the function's own errors, 503 when nothing serves it or it
+ * is overloaded, 504 past the timeout, 502 `bad_result` for a result that is
+ * no response); the traceback goes to the log, not to the client.
  *
  * @example
  * ```ts
@@ -30,20 +57,7 @@ import type { GatewayContext, Target } from "../pipeline/stage.ts";
 export function createFunctionTarget(config: FunctionTargetConfig, bus: Bus): Target {
   const ref = parseFunctionRef(config.name);
   return async (c: GatewayContext): Promise<Response> => {
-    const request = c.req.raw;
-    const url = new URL(request.url);
-    const bytes = request.body ? new Uint8Array(await request.arrayBuffer()) : new Uint8Array();
-    const args: HttpRequestArgs = {
-      method: request.method,
-      path: url.pathname,
-      url: request.url,
-      params: c.req.param() as Record<string, string>,
-      query: Object.fromEntries(url.searchParams),
-      headers: Object.fromEntries(request.headers),
-      ...encodeBody(bytes, request.headers.get("content-type") ?? undefined),
-      clientIp: c.env.clientIp,
-      requestId: c.env.requestId,
-    };
+    const args = await argsOf(c, ref.kind === "model");
     let result;
     try {
       result = await callFunction(bus, ref, args, {

@@ -17,7 +17,7 @@
 import { join, sep } from "node:path";
 import { getMimeType } from "hono/utils/mime";
 import type { StaticTargetConfig } from "./config.ts";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 
 /** Errors (by `code`) that mean a path cannot be served, rather than that the server failed. */
@@ -75,12 +75,11 @@ export function createStaticTarget(config: StaticTargetConfig, root: string): Ta
   return async (c) => {
     const method = c.req.method;
     if (method !== "GET" && method !== "HEAD") {
-      return jsonError(
-        405,
-        "method_not_allowed",
-        `${method} is not allowed on static files`,
+      return errorResponse(
+        new GatewayError(405, "method_not_allowed", `${method} is not allowed on static files`, {
+          headers: { allow: "GET, HEAD" },
+        }),
         c.env.requestId,
-        { allow: "GET, HEAD" },
       );
     }
     let path = c.req.path;
@@ -160,5 +159,5 @@ function isUnservable(error: unknown): boolean {
 }
 
 function notFound(c: GatewayContext): Response {
-  return jsonError(404, "not_found", "no such file", c.env.requestId);
+  return errorResponse(new GatewayError(404, "not_found", "no such file"), c.env.requestId);
 }

@@ -40,8 +40,7 @@ import type { Bus } from "../bus/bus.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
 import type { Connection } from "../connections/connection.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
-import { errorResponse, GatewayError } from "../errors.ts";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError, webSocketClose } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 import type { Upstream, UpstreamTarget } from "../upstreams/upstream.ts";
 
@@ -169,22 +168,23 @@ export function createWebSocketTarget(
     const { requestId, clientIp } = c.env;
     const route = c.env.route.name;
     if (!/\bwebsocket\b/i.test(c.req.header("upgrade") ?? "")) {
-      return jsonError(
-        426,
-        "upgrade_required",
-        "this route serves WebSocket connections only",
+      return errorResponse(
+        new GatewayError(426, "upgrade_required", "this route serves WebSocket connections only", {
+          headers: { upgrade: "websocket" },
+        }),
         requestId,
-        { upgrade: "websocket" },
       );
     }
     const offered = (c.req.header("sec-websocket-protocol") ?? "").split(",")
       .map((protocol) => protocol.trim()).filter((protocol) => protocol !== "");
     const chosen = acceptable.find((protocol) => offered.includes(protocol));
     if (offered.length > 0 && acceptable.length > 0 && chosen === undefined) {
-      return jsonError(
-        400,
-        "unsupported_subprotocol",
-        `none of the offered subprotocols is accepted here (accepted: ${acceptable.join(", ")})`,
+      return errorResponse(
+        new GatewayError(
+          400,
+          "unsupported_subprotocol",
+          `none of the offered subprotocols is accepted here (accepted: ${acceptable.join(", ")})`,
+        ),
         requestId,
       );
     }
@@ -221,7 +221,10 @@ export function createWebSocketTarget(
       },
     });
     if ("refused" in admitted) {
-      return jsonError(503, "connection_refused", admitted.refused, requestId);
+      return errorResponse(
+        new GatewayError(503, "connection_refused", admitted.refused),
+        requestId,
+      );
     }
     const connection: Connection = admitted;
 
@@ -280,7 +283,10 @@ export function createWebSocketTarget(
       connection.closed();
       upstreamSocket?.close();
       upstreamTarget?.release();
-      return jsonError(400, "bad_websocket_handshake", (error as Error).message, requestId);
+      return errorResponse(
+        new GatewayError(400, "bad_websocket_handshake", (error as Error).message),
+        requestId,
+      );
     }
     const client = socket;
     client.binaryType = "arraybuffer";
@@ -392,7 +398,8 @@ export function createWebSocketTarget(
           topic,
           error,
         });
-        client.close(1011, "cannot publish");
+        const close = webSocketClose(error);
+        client.close(close.code, close.reason);
       }
     };
     return response;

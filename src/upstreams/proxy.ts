@@ -105,11 +105,12 @@ const UPSTREAM_FAILURES: Record<UpstreamError["kind"], [number, string, string]>
  * import { UpstreamConfig } from "./config.ts";
  * import { createHttp1Client } from "./http1_client.ts";
  * import { createUpstreamTarget } from "./proxy.ts";
+ * import { TargetStatePool } from "./target_state.ts";
  * import { Upstream } from "./upstream.ts";
  *
  * const client = createHttp1Client();
  * const config = UpstreamConfig.parse({ targets: ["http://127.0.0.1:9000"] });
- * const upstream = new Upstream("api", config, client);
+ * const upstream = new Upstream("api", config, client, new TargetStatePool());
  * const proxy = createUpstreamTarget({ upstream: "api", stripPrefix: "/api" }, upstream, client);
  * const app = new Hono<GatewayEnv>();
  * app.all("/api/*", (c) => proxy(c));

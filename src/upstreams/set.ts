@@ -23,16 +23,13 @@ export interface PreparedUpstreams extends Change {
  *
  * @example
  * ```ts
- * import { References } from "../config/references.ts";
  * import { createHttp1Client } from "./http1_client.ts";
  * import { UpstreamsConfig } from "./config.ts";
  * import { UpstreamSet } from "./set.ts";
  * const client = createHttp1Client();
  * const set = new UpstreamSet(client);
- * const context = { starting: true, dataDir: "/tmp/gw", references: new References() };
  * const change = await set.prepare(
  *   UpstreamsConfig.parse({ api: { targets: ["http://127.0.0.1:9000"] } }),
- *   context,
  * );
  * await change.commit();
  * set.get("api")?.pick()?.release();

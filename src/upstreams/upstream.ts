@@ -11,7 +11,7 @@ import { type BalanceAlgorithm, type Balancer, createBalancer } from "./balancer
 import { type BreakerState, CircuitBreaker } from "./breaker.ts";
 import type { UpstreamClient } from "./client.ts";
 import { HealthChecker, TargetHealth } from "./health.ts";
-import { TargetField, type TargetState, TargetStatePool } from "./target_state.ts";
+import { TargetField, type TargetState, type TargetStatePool } from "./target_state.ts";
 
 /** One target's state, as plain data. */
 export interface TargetSnapshot {
@@ -130,12 +130,11 @@ export class UpstreamTarget {
  * errors, timeouts, malformed responses): a 5xx answer is the
  * application's, and one broken endpoint must not eject every target.
  *
- * The targets' state comes from `states`, by URL: pass the gateway's one
- * {@link TargetStatePool} and a reload's new upstream sees the health,
- * ejections, breakers and in-flight counts the old one left (the default is
- * a pool of its own, for an upstream used alone). The targets' state is
- * held from construction until {@link stop}, which a build that is thrown
- * away must call too.
+ * The targets' state comes from `states`, by URL: given the gateway's one
+ * {@link TargetStatePool}, a reload's new upstream sees the health,
+ * ejections, breakers and in-flight counts the old one left. The targets'
+ * state is held from construction until {@link stop}, which a build that is
+ * thrown away must call too.
  *
  * @example
  * ```ts
@@ -170,7 +169,7 @@ export class Upstream {
     readonly name: string,
     readonly config: UpstreamConfig,
     client: UpstreamClient,
-    states: TargetStatePool = new TargetStatePool(),
+    states: TargetStatePool,
     now: () => number = Date.now,
   ) {
     this.#states = states;

@@ -140,7 +140,9 @@ export class WorkerInstance implements PoolMember {
     this.concurrency = config.concurrency;
     this.#pending = new PendingCalls({ label: this.label, stats: services.stats });
     this.#heartbeat = new Heartbeat(config.heartbeat, MISSED_HEARTBEATS, {
-      ping: () => this.#connection?.send({ type: "ping", id: this.#nextPing++ }),
+      ping: () => {
+        if (this.#connection?.open) this.#connection.send({ type: "ping", id: this.#nextPing++ });
+      },
       busy: () => this.#pending.size > 0,
       hung: (silent) => this.#kill(`missed heartbeats: silent for ${silent} ms`),
     });

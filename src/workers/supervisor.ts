@@ -24,7 +24,7 @@ import { StreamServer } from "../listeners/stream_connection.ts";
 import { claimSocketPath } from "../listeners/unix_socket.ts";
 import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
-import { jsonError } from "../pipeline/errors.ts";
+import { errorResponse, GatewayError } from "../errors.ts";
 import { WorkerConnection } from "./connection.ts";
 import { SupervisionMetrics } from "../supervision/metrics.ts";
 import { parseHello } from "./protocol.ts";
@@ -191,7 +191,7 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
       try {
         await worker.restart();
       } catch (error) {
-        return jsonError(500, "restart_failed", (error as Error).message);
+        return errorResponse(new GatewayError(500, "restart_failed", (error as Error).message));
       }
       return c.json({ status: "restarted", worker: worker.status() });
     });
@@ -259,5 +259,5 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
 }
 
 function unknownWorker(name: string): Response {
-  return jsonError(404, "unknown_worker", `no worker is named "${name}"`);
+  return errorResponse(new GatewayError(404, "unknown_worker", `no worker is named "${name}"`));
 }

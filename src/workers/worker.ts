@@ -75,8 +75,10 @@ export class LanguageWorker {
   readonly #slots: Slot[];
   /** Every instance not yet exited: the slots' and those starting or draining beside them. */
   readonly #live = new Set<WorkerInstance>();
-  readonly #served = new Map<string, Subscription>();
-  #serving = false;
+  /** The functions its instances said they serve. */
+  readonly #functions = new Set<string>();
+  /** `fn/<worker>/+` while it serves. */
+  #served?: Subscription;
   #stopped = false;
   #stopWatching?: () => void;
   #restarting?: Promise<void>;
@@ -160,15 +162,22 @@ export class LanguageWorker {
   /** Attaches a claimed instance's connection. */
   attach(instance: WorkerInstance, connection: WorkerConnection, hello: Hello): void {
     instance.attach(connection, hello);
-    if (this.#serving) this.#serveFunctions(instance.functions);
+    for (const name of instance.functions) this.#functions.add(name);
   }
 
-  /** Starts serving the functions on the bus and watching the files. */
+  /**
+   * Starts serving `fn/<worker>/*` on the bus and watching the files. A
+   * function no instance named answers `no_responder`, or why the worker is
+   * down (`unavailable`) when it is.
+   */
   serve(): void {
-    this.#serving = true;
-    for (const instance of this.#live) {
-      if (instance.healthy) this.#serveFunctions(instance.functions);
-    }
+    this.#served ??= serveFunction(this.#services.bus, this.name, "+", (args, info) => {
+      if (this.#functions.has(info.name)) return this.call(info.name, args, info);
+      throw this.#down() ?? new FunctionCallError({
+        type: "no_responder",
+        message: `worker "${this.name}" has no function "${info.name}"`,
+      });
+    });
     if (this.config.watch.length > 0) {
       this.#stopWatching = watchGlobs(this.config.watch, (paths) => {
         logger.info("{worker}: {file} changed, restarting instance by instance", {
@@ -187,11 +196,10 @@ export class LanguageWorker {
 
   /** Stops serving the functions and watching (calls in flight finish). */
   unserve(): void {
-    this.#serving = false;
     this.#stopWatching?.();
     this.#stopWatching = undefined;
-    for (const subscription of this.#served.values()) subscription.unsubscribe();
-    this.#served.clear();
+    this.#served?.unsubscribe();
+    this.#served = undefined;
   }
 
   /**
@@ -240,7 +248,11 @@ export class LanguageWorker {
   }
 
   /** The worker as `GET /workers` shows it: the shared status shape, its command and instances. */
-  status(): PartStatus & Record<string, unknown> {
+  status(): PartStatus & {
+    name: string;
+    command: string[];
+    instances: Record<string, unknown>[];
+  } {
     return {
       name: this.name,
       ...this.stats.status(this.state, this.inFlight, this.pool.queued),
@@ -377,20 +389,5 @@ export class LanguageWorker {
   #closeIfDown(): void {
     const down = this.#down();
     if (down) this.pool.close(down);
-  }
-
-  #serveFunctions(names: string[]): void {
-    for (const name of names) {
-      if (this.#served.has(name)) continue;
-      this.#served.set(
-        name,
-        serveFunction(
-          this.#services.bus,
-          this.name,
-          name,
-          (args, info) => this.call(name, args, info),
-        ),
-      );
-    }
   }
 }

@@ -12,6 +12,7 @@ import {
   redact,
   statusOfCode,
   toGatewayError,
+  webSocketClose,
 } from "../../src/errors.ts";
 import { BusError } from "../../src/bus/bus.ts";
 import { FunctionCallError } from "../../src/functions/call.ts";
@@ -142,4 +143,19 @@ Deno.test("ErrorLog keeps the newest records up to its capacity", () => {
   }
   assertEquals(log.get("a"), undefined);
   assertEquals(log.list().map((record) => record.requestId), ["c", "b"]);
+});
+
+Deno.test("webSocketClose gives 1008 for the client's fault, 1013 for 503, 1011 for the rest", () => {
+  assertEquals(webSocketClose(new BusError("invalid_topic", "x")), {
+    code: 1008,
+    reason: "invalid_topic",
+  });
+  assertEquals(webSocketClose(new BusError("no_responder", "x")), {
+    code: 1013,
+    reason: "no_responder",
+  });
+  assertEquals(webSocketClose(new Error("at /srv/a.ts:1:1")), {
+    code: 1011,
+    reason: "internal_error",
+  });
 });

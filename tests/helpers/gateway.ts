@@ -14,7 +14,9 @@ import { gatewayCommand } from "../../build.ts";
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
 /**
- * A free TCP port on 127.0.0.1 (bound, read, released).
+ * A free TCP port on 127.0.0.1 (bound, read, released). Another process may
+ * take it before the test binds it: prefer port 0 in the config and read the
+ * bound port back ({@link GatewayProcess.port}, {@link GatewayProcess.adminUrl}).
  *
  * @example
  * ```ts
@@ -29,27 +31,78 @@ export function freePort(): number {
   return port;
 }
 
-/** The argv that starts the gateway. */
+/**
+ * The argv that starts the gateway: `GATEWAY_CMD` split on spaces, or
+ * `deno run` with the runtime flags.
+ *
+ * @example
+ * ```ts
+ * import { gatewayArgv } from "./gateway.ts";
+ * const [cmd, ...args] = gatewayArgv();
+ * new Deno.Command(cmd, { args: [...args, "version"] });
+ * ```
+ */
 export function gatewayArgv(): string[] {
   const custom = Deno.env.get("GATEWAY_CMD")?.trim();
   return custom ? custom.split(/\s+/) : gatewayCommand();
 }
 
-/** A gateway process started by a test. */
+/**
+ * A gateway process started by a test ({@link startGateway}): its output
+ * lines, its admin API and the ports its listeners bound.
+ *
+ * @example
+ * ```ts
+ * import { startGateway } from "./gateway.ts";
+ * await using gw = await startGateway({
+ *   listeners: { web: { type: "http", host: "127.0.0.1", port: 0 } },
+ *   routes: [{ target: { respond: { body: "hi" } } }],
+ * });
+ * await fetch(`http://127.0.0.1:${await gw.port("web")}/`);
+ * ```
+ */
 export class GatewayProcess {
   readonly lines: string[] = [];
   readonly #decoder = new TextDecoder();
   readonly #pumps: Promise<void>[];
   readonly #exited: Promise<Deno.CommandStatus>;
 
+  readonly #adminPort: number;
+
+  /** `adminPort` 0: the admin API binds any free port, which its log line reports. */
   constructor(
     readonly child: Deno.ChildProcess,
     readonly dir: string,
     readonly configFile: string,
-    readonly adminUrl: string,
+    adminPort: number,
   ) {
+    this.#adminPort = adminPort;
     this.#pumps = [this.#pump(child.stdout), this.#pump(child.stderr)];
     this.#exited = child.status;
+  }
+
+  /**
+   * The admin API's URL. With port 0 in the config, the port it bound, from its
+   * `admin API serving on <url>` log line; throws until that line is out.
+   */
+  get adminUrl(): string {
+    if (this.#adminPort !== 0) return `http://127.0.0.1:${this.#adminPort}`;
+    for (const line of this.lines) {
+      const url = line.match(/admin API\W+serving on\W+(https?:\/\/[\w.:[\]-]+)/)?.[1];
+      if (url) return url;
+    }
+    throw new Error(`the admin API has not logged its address (is the log level info?):
+${this.output}`);
+  }
+
+  /** The port listener `name` bound (port 0 in the config), from `GET /status`. */
+  async port(name: string): Promise<number> {
+    const status = await (await this.admin("/status")).json();
+    const found = status.listeners?.find((listener: { name: string }) => listener.name === name);
+    if (typeof found?.port !== "number") {
+      throw new Error(`no listener "${name}" in /status: ${JSON.stringify(status.listeners)}`);
+    }
+    return found.port;
   }
 
   async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
@@ -135,9 +188,10 @@ export interface StartOptions {
 }
 
 /**
- * Writes `config` (admin section filled in with a free port and the test
- * token, JSON log format) into a temporary directory and starts the gateway on
- * it. Waits for `/readyz` unless `noWait`.
+ * Writes `config` (admin section filled in with port 0 and the test token,
+ * JSON log format) into a temporary directory and starts the gateway on it.
+ * Waits for `/readyz` unless `noWait`. A rewritten config keeps the admin
+ * section as written (`admin.port` 0) so that the admin API stays where it is.
  *
  * @example
  * ```ts
@@ -154,10 +208,10 @@ export async function startGateway(
     await Deno.mkdir(join(dir, name, ".."), { recursive: true });
     await Deno.writeTextFile(join(dir, name), content);
   }
-  const adminPort = freePort();
+  const admin = { host: "127.0.0.1", port: 0, token: ADMIN_TOKEN, ...(config.admin ?? {}) };
   const full = {
     ...config,
-    admin: { host: "127.0.0.1", port: adminPort, token: ADMIN_TOKEN, ...(config.admin ?? {}) },
+    admin,
     log: { level: "info", format: "json", access: true, ...(config.log ?? {}) },
   };
   const configFile = join(dir, "config.json");
@@ -171,14 +225,14 @@ export async function startGateway(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const gateway = new GatewayProcess(child, dir, configFile, `http://127.0.0.1:${adminPort}`);
+  const gateway = new GatewayProcess(child, dir, configFile, admin.port as number);
   if (options.noWait) return gateway;
   const deadline = Date.now() + 30_000;
   let exited = false;
   gateway.exited().then(() => exited = true);
   while (Date.now() < deadline && !exited) {
     try {
-      const res = await fetch(`${gateway.adminUrl}/readyz`);
+      const res = await fetch(`${gateway.adminUrl}/readyz`); // throws until the address is logged
       await res.body?.cancel();
       if (res.ok) return gateway;
     } catch { /* not listening yet */ }

@@ -5,7 +5,7 @@
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
 import { join } from "node:path";
-import { freePort, gatewayArgv, startGateway } from "../helpers/gateway.ts";
+import { gatewayArgv, startGateway } from "../helpers/gateway.ts";
 
 async function gateway(args: string[], cwd?: string) {
   const [cmd, ...rest] = gatewayArgv();
@@ -166,8 +166,8 @@ Deno.test("check: unknown upstream, includes, env secrets and TLS files", async 
 });
 
 Deno.test("run: a port in use names the listener and the port, and exits 1", async () => {
-  const port = freePort();
-  using _blocker = Deno.listen({ hostname: "127.0.0.1", port });
+  using blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = blocker.addr;
   const gw = await startGateway({
     listeners: { web: { type: "http", host: "127.0.0.1", port } },
     routes: [{ target: { respond: { body: "hi" } } }],
@@ -181,7 +181,7 @@ Deno.test("run: a port in use names the listener and the port, and exits 1", asy
 
 Deno.test("run: the admin API refuses a non-loopback address without a token", async () => {
   await withConfig({
-    "config.json": JSON.stringify({ admin: { host: "0.0.0.0", port: freePort() } }),
+    "config.json": JSON.stringify({ admin: { host: "0.0.0.0", port: 0 } }),
   }, async (dir) => {
     const result = await gateway(["check", "--config", "config.json"], dir);
     assertEquals(result.code, 1);

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
-import { freePort, type GatewayProcess, startGateway } from "../helpers/gateway.ts";
+import { type GatewayProcess, startGateway } from "../helpers/gateway.ts";
 import { until } from "../helpers/wait.ts";
 
 const decoder = new TextDecoder();
@@ -18,19 +18,18 @@ interface Ports {
 }
 
 async function startDeviceGateway(): Promise<{ gw: GatewayProcess; ports: Ports; socket: string }> {
-  const ports = { web: freePort(), plc: freePort(), sensors: freePort() };
   const gw = await startGateway({
     listeners: {
-      web: { type: "http", host: "127.0.0.1", port: ports.web },
+      web: { type: "http", host: "127.0.0.1", port: 0 },
       plc: {
         type: "tcp",
         host: "127.0.0.1",
-        port: ports.plc,
+        port: 0,
         framing: { type: "line" },
         handshake: "device-id",
         limits: { maxPerIp: 3 },
       },
-      sensors: { type: "udp", host: "127.0.0.1", port: ports.sensors },
+      sensors: { type: "udp", host: "127.0.0.1", port: 0 },
       local: { type: "unix", path: "gateway.sock", protocol: "http", mode: "600" },
     },
     routes: [
@@ -49,6 +48,11 @@ async function startDeviceGateway(): Promise<{ gw: GatewayProcess; ports: Ports;
       { match: { path: "/health" }, target: { respond: { body: "ok" } } },
     ],
   });
+  const ports = {
+    web: await gw.port("web"),
+    plc: await gw.port("plc"),
+    sensors: await gw.port("sensors"),
+  };
   return { gw, ports, socket: `${gw.dir}/gateway.sock` };
 }
 
@@ -216,7 +220,8 @@ Deno.test("reload keeps an unchanged TCP listener's connections and restarts a c
     assertEquals(await conn.read(buffer), null, "a listener whose settings changed was restarted");
     const fresh = await until("the restarted listener accepts", async () => {
       try {
-        return await Deno.connect({ hostname: "127.0.0.1", port: ports.plc });
+        // Bound anew on port 0: another port than before.
+        return await Deno.connect({ hostname: "127.0.0.1", port: await gw.port("plc") });
       } catch {
         return undefined;
       }
@@ -243,11 +248,10 @@ Deno.test("out of file descriptors: the gateway survives, keeps its connections,
     t.step("prlimit (util-linux) is not installed: skipped", () => {});
     return;
   }
-  const ports = { web: freePort(), plc: freePort() };
   const gw = await startGateway({
     listeners: {
-      web: { type: "http", host: "127.0.0.1", port: ports.web },
-      plc: { type: "tcp", host: "127.0.0.1", port: ports.plc, handshake: "device-id" },
+      web: { type: "http", host: "127.0.0.1", port: 0 },
+      plc: { type: "tcp", host: "127.0.0.1", port: 0, handshake: "device-id" },
     },
     routes: [
       {
@@ -258,6 +262,7 @@ Deno.test("out of file descriptors: the gateway survives, keeps its connections,
     ],
     log: { access: false },
   }, { prefix: ["prlimit", "--nofile=128:128"] });
+  const ports = { web: await gw.port("web"), plc: await gw.port("plc") };
   const held: Deno.Conn[] = [];
   const closeAll = () => {
     for (const conn of held.splice(0)) {

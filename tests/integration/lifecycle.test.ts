@@ -16,32 +16,32 @@ function respondConfig(port: number, body: string, extra: Record<string, unknown
   };
 }
 
-function withAdmin(config: Record<string, unknown>, adminUrl: string) {
-  const port = Number(new URL(adminUrl).port);
+/** `config` with the admin section the gateway started with (port 0: it keeps its bound port). */
+function withAdmin(config: Record<string, unknown>) {
   return {
     ...config,
-    admin: { host: "127.0.0.1", port, token: ADMIN_TOKEN },
+    admin: { host: "127.0.0.1", port: 0, token: ADMIN_TOKEN },
     log: { level: "info", format: "json" },
   };
 }
 
 Deno.test("20 reloads under load, 5 of them invalid: no request fails, each refusal is reported", async () => {
-  const port = freePort();
-  await using gw = await startGateway(respondConfig(port, "v0"));
-  const blocked = freePort();
-  using _blocker = Deno.listen({ hostname: "127.0.0.1", port: blocked });
+  await using gw = await startGateway(respondConfig(0, "v0"));
+  const port = await gw.port("web");
+  using blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const blocked = blocker.addr.port;
   const invalid: [Record<string, unknown> | string, RegExp][] = [
     ['{ "listeners": ', /invalid JSON/],
     [
-      respondConfig(port, "x", { routes: [{ target: { upstream: "nope" } }] }),
+      respondConfig(0, "x", { routes: [{ target: { upstream: "nope" } }] }),
       /unknown upstream "nope"/,
     ],
-    [respondConfig(port, "x", { routes: [{ target: {} }] }), /a target needs one of/],
+    [respondConfig(0, "x", { routes: [{ target: {} }] }), /a target needs one of/],
     [
       {
-        ...respondConfig(port, "x"),
+        ...respondConfig(0, "x"),
         listeners: {
-          web: { type: "http", host: "127.0.0.1", port },
+          web: { type: "http", host: "127.0.0.1", port: 0 },
           extra: { type: "http", host: "127.0.0.1", port: blocked },
         },
       },
@@ -49,9 +49,9 @@ Deno.test("20 reloads under load, 5 of them invalid: no request fails, each refu
     ],
     [
       {
-        ...respondConfig(port, "x"),
+        ...respondConfig(0, "x"),
         listeners: {
-          web: { type: "http", host: "127.0.0.1", port, tls: { cert: "no.pem", key: "no.key" } },
+          web: { type: "http", host: "127.0.0.1", port: 0, tls: { cert: "no.pem", key: "no.key" } },
         },
       },
       /tls\.cert: cannot read/,
@@ -80,7 +80,7 @@ Deno.test("20 reloads under load, 5 of them invalid: no request fails, each refu
   for (let i = 1; i <= 20; i++) {
     if (i % 4 === 0) {
       const [config, reason] = invalid[i / 4 - 1];
-      await gw.writeConfig(typeof config === "string" ? config : withAdmin(config, gw.adminUrl));
+      await gw.writeConfig(typeof config === "string" ? config : withAdmin(config));
       const res = await gw.admin("/reload", { method: "POST" });
       const body = await res.json();
       assertEquals(res.status, 422, JSON.stringify(body));
@@ -89,7 +89,7 @@ Deno.test("20 reloads under load, 5 of them invalid: no request fails, each refu
       assertEquals(await check.text(), `v${version}`, "the old config keeps serving");
     } else {
       version = i;
-      await gw.writeConfig(withAdmin(respondConfig(port, `v${i}`), gw.adminUrl));
+      await gw.writeConfig(withAdmin(respondConfig(0, `v${i}`)));
       const res = await gw.admin("/reload", { method: "POST" });
       assertEquals(res.status, 200, await res.clone().text());
       await res.body?.cancel();
@@ -111,12 +111,12 @@ Deno.test("20 reloads under load, 5 of them invalid: no request fails, each refu
 });
 
 Deno.test("reload by file change, SIGHUP and `gateway reload`", async () => {
-  const port = freePort();
-  await using gw = await startGateway(respondConfig(port, "one"));
+  await using gw = await startGateway(respondConfig(0, "one"));
+  const port = await gw.port("web");
   const read = async () => await (await fetch(`http://127.0.0.1:${port}/hello`)).text();
   assertEquals(await read(), "one");
 
-  await gw.writeConfig(withAdmin(respondConfig(port, "two"), gw.adminUrl));
+  await gw.writeConfig(withAdmin(respondConfig(0, "two")));
   const deadline = Date.now() + 10_000;
   while (await read() !== "two" && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
@@ -125,7 +125,7 @@ Deno.test("reload by file change, SIGHUP and `gateway reload`", async () => {
 
   await Deno.writeTextFile(
     gw.configFile,
-    JSON.stringify(withAdmin(respondConfig(port, "three"), gw.adminUrl)),
+    JSON.stringify(withAdmin(respondConfig(0, "three"))),
   );
   gw.child.kill("SIGHUP");
   const deadline2 = Date.now() + 10_000;
@@ -134,18 +134,18 @@ Deno.test("reload by file change, SIGHUP and `gateway reload`", async () => {
   }
   assertEquals(await read(), "three", "SIGHUP reloads");
 
-  await gw.writeConfig(withAdmin(respondConfig(port, "four"), gw.adminUrl));
+  await gw.writeConfig(withAdmin(respondConfig(0, "four")));
   const [cmd, ...args] = gatewayArgv();
   const out = await new Deno.Command(cmd, {
-    args: [...args, "reload", "--config", gw.configFile],
+    args: [...args, "reload", "--config", gw.configFile, "--admin", gw.adminUrl],
     stdin: "null",
   }).output();
   assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
   assertEquals(await read(), "four");
 
-  await gw.writeConfig(withAdmin({ ...respondConfig(port, "x"), routes: 7 }, gw.adminUrl));
+  await gw.writeConfig(withAdmin({ ...respondConfig(0, "x"), routes: 7 }));
   const refused = await new Deno.Command(cmd, {
-    args: [...args, "reload", "--config", gw.configFile],
+    args: [...args, "reload", "--config", gw.configFile, "--admin", gw.adminUrl],
     stdin: "null",
   }).output();
   assertEquals(refused.code, 1);
@@ -154,8 +154,7 @@ Deno.test("reload by file change, SIGHUP and `gateway reload`", async () => {
 });
 
 Deno.test("admin API: token required, wrong token refused, probes open, config redacted", async () => {
-  const port = freePort();
-  await using gw = await startGateway(respondConfig(port, "hi", {
+  await using gw = await startGateway(respondConfig(0, "hi", {
     upstreams: { api: { targets: ["http://127.0.0.1:1"] } },
   }));
   const none = await fetch(`${gw.adminUrl}/status`);
@@ -210,18 +209,18 @@ Deno.test("TLS listener serves HTTPS with the configured certificate", async () 
     assert(made.success, new TextDecoder().decode(made.stderr));
     const cert = await Deno.readTextFile(join(dir, "cert.pem"));
     const key = await Deno.readTextFile(join(dir, "key.pem"));
-    const port = freePort();
-    await using _gw = await startGateway({
+    await using gw = await startGateway({
       listeners: {
         secure: {
           type: "http",
           host: "127.0.0.1",
-          port,
+          port: 0,
           tls: { cert: "tls/cert.pem", key: "tls/key.pem" },
         },
       },
       routes: [{ target: { respond: { body: "secure hello" } } }],
     }, { files: { "tls/cert.pem": cert, "tls/key.pem": key } });
+    const port = await gw.port("secure");
     using client = Deno.createHttpClient({ caCerts: [cert] });
     const res = await fetch(`https://localhost:${port}/`, { client });
     assertEquals(await res.text(), "secure hello");
@@ -235,12 +234,12 @@ Deno.test("SIGTERM: stops accepting, lets a slow in-flight request finish, exits
     await new Promise((r) => setTimeout(r, 1500));
     return new Response("finished");
   });
-  const port = freePort();
   const gw = await startGateway({
-    listeners: { web: { type: "http", host: "127.0.0.1", port } },
+    listeners: { web: { type: "http", host: "127.0.0.1", port: 0 } },
     routes: [{ target: { upstream: "slow" } }],
     upstreams: { slow: { targets: [`http://127.0.0.1:${slow.addr.port}`] } },
   });
+  const port = await gw.port("web");
   try {
     const inFlight = fetch(`http://127.0.0.1:${port}/`);
     await new Promise((r) => setTimeout(r, 400));
@@ -279,7 +278,7 @@ Deno.test("a listener that cannot restart on its address refuses the reload; a h
       web: { type: "http", host: "0.0.0.0", port, tls: { cert: "junk.pem", key: "junk.pem" } },
     },
   });
-  await gw.writeConfig(withAdmin(broken, gw.adminUrl));
+  await gw.writeConfig(withAdmin(broken));
   for (let attempt = 0; attempt < 2; attempt++) {
     const refused = await gw.admin("/reload", { method: "POST" });
     assertEquals(refused.status, 422, "refused every time, not 'unchanged' the second time");
@@ -287,7 +286,7 @@ Deno.test("a listener that cannot restart on its address refuses the reload; a h
     assertEquals(await read(), "plain", "the old listener serves again");
   }
 
-  await gw.writeConfig(withAdmin(respondConfig(port, "loopback"), gw.adminUrl));
+  await gw.writeConfig(withAdmin(respondConfig(port, "loopback")));
   const moved = await gw.admin("/reload", { method: "POST" });
   assertEquals(moved.status, 200, await moved.clone().text());
   await moved.body?.cancel();

@@ -60,7 +60,6 @@ Deno.test("balancing: round-robin, weighted and least-connections distributions"
   await using a = new TestUpstream("a");
   await using b = new TestUpstream("b");
   await using c = new TestUpstream("c");
-  const port = freePort();
   const counts = async (n: number) => {
     const seen: Record<string, number> = {};
     for (let i = 0; i < n; i++) {
@@ -70,17 +69,18 @@ Deno.test("balancing: round-robin, weighted and least-connections distributions"
     return seen;
   };
 
-  await using gw = await startGateway(proxyConfig(port, { targets: [a.url, b.url, c.url] }));
+  await using gw = await startGateway(proxyConfig(0, { targets: [a.url, b.url, c.url] }));
+  const port = await gw.port("web");
   assertEquals(await counts(30), { a: 10, b: 10, c: 10 });
 
   await gw.writeConfig({
-    ...proxyConfig(port, {
+    ...proxyConfig(0, {
       balance: "weighted",
       targets: [{ url: a.url, weight: 1 }, { url: b.url, weight: 2 }, { url: c.url, weight: 3 }],
     }),
     admin: {
       host: "127.0.0.1",
-      port: Number(new URL(gw.adminUrl).port),
+      port: 0,
       token: "test-admin-token-0123456789",
     },
   });
@@ -99,10 +99,10 @@ Deno.test("least-connections sends new requests away from a busy target", async 
   };
   await using a = new TestUpstream("a", handler("a"));
   await using b = new TestUpstream("b", handler("b"));
-  const port = freePort();
-  await using _gw = await startGateway(
-    proxyConfig(port, { balance: "least-connections", targets: [a.url, b.url] }),
+  await using gw = await startGateway(
+    proxyConfig(0, { balance: "least-connections", targets: [a.url, b.url] }),
   );
+  const port = await gw.port("web");
   const holding = fetch(`http://127.0.0.1:${port}/hold`);
   await until("the held request arrives", () => Promise.resolve(a.hits + b.hits === 1));
   const busy = a.hits === 1 ? "a" : "b";
@@ -117,8 +117,7 @@ Deno.test("least-connections sends new requests away from a busy target", async 
 Deno.test("active health checks eject a failing target and bring it back", async () => {
   await using a = new TestUpstream("a");
   await using b = new TestUpstream("b");
-  const port = freePort();
-  await using gw = await startGateway(proxyConfig(port, {
+  await using gw = await startGateway(proxyConfig(0, {
     targets: [a.url, b.url],
     healthCheck: {
       path: "/health",
@@ -128,6 +127,7 @@ Deno.test("active health checks eject a failing target and bring it back", async
       unhealthyThreshold: 2,
     },
   }));
+  const port = await gw.port("web");
   b.healthy = false;
   await until("b is unhealthy", async () => (await targetState(gw, b.url)).healthy === false);
   const before = b.hits;
@@ -148,12 +148,12 @@ Deno.test("active health checks eject a failing target and bring it back", async
 Deno.test("failover: a dead target is retried away from and passively ejected", async () => {
   await using a = new TestUpstream("a");
   const dead = `http://127.0.0.1:${freePort()}`;
-  const port = freePort();
-  await using gw = await startGateway(proxyConfig(port, {
+  await using gw = await startGateway(proxyConfig(0, {
     targets: [a.url, dead],
     retries: 1,
     passive: { failures: 2, ejectFor: "1m" },
   }));
+  const port = await gw.port("web");
   for (let i = 0; i < 10; i++) {
     const res = await fetch(`http://127.0.0.1:${port}/`);
     assertEquals(res.status, 200);
@@ -166,13 +166,13 @@ Deno.test("circuit breaker opens, half-opens after openFor, and closes on succes
   const upstreamPort = freePort();
   let server: TestUpstream | undefined = new TestUpstream("a", undefined, upstreamPort);
   const url = `http://127.0.0.1:${upstreamPort}`;
-  const port = freePort();
-  await using gw = await startGateway(proxyConfig(port, {
+  await using gw = await startGateway(proxyConfig(0, {
     targets: [url],
     retries: 0,
     passive: { failures: 1000, ejectFor: "1s" },
     breaker: { failures: 2, openFor: "700ms", halfOpenRequests: 1 },
   }));
+  const port = await gw.port("web");
   try {
     assertEquals(await getText(`http://127.0.0.1:${port}/`), "a");
     await server[Symbol.asyncDispose]();
@@ -210,14 +210,14 @@ Deno.test("retries: a GET moves to another target, a POST is never sent twice", 
   })();
   await using good = new TestUpstream("good");
   const dropUrl = `http://127.0.0.1:${(dropper.addr as Deno.NetAddr).port}`;
-  const port = freePort();
   try {
-    await using _gw = await startGateway(proxyConfig(port, {
+    await using gw = await startGateway(proxyConfig(0, {
       balance: "round-robin",
       targets: [dropUrl, good.url],
       retries: 1,
       passive: { failures: 1000, ejectFor: "1s" },
     }));
+    const port = await gw.port("web");
     for (let i = 0; i < 4; i++) {
       const res = await fetch(`http://127.0.0.1:${port}/`);
       assertEquals(res.status, 200, "GETs succeed through the retry");
@@ -251,9 +251,8 @@ Deno.test("retries: a GET moves to another target, a POST is never sent twice", 
 
 Deno.test("streams a 64 MB body both ways, and limits a chunked body with 413", async () => {
   await using echo = new TestUpstream("echo", (req) => new Response(req.body));
-  const port = freePort();
-  await using _gw = await startGateway({
-    ...proxyConfig(port, { targets: [echo.url] }),
+  await using gw = await startGateway({
+    ...proxyConfig(0, { targets: [echo.url] }),
     routes: [
       {
         name: "small",
@@ -269,6 +268,7 @@ Deno.test("streams a 64 MB body both ways, and limits a chunked body with 413", 
       },
     ],
   });
+  const port = await gw.port("web");
   const chunk = new Uint8Array(64 * 1024).map((_, i) => i % 251);
   const chunks = 1024;
   let sent = 0;
@@ -310,13 +310,13 @@ Deno.test("forwarded headers, hop-by-hop stripping and stripPrefix", async () =>
         headers: { connection: "x-internal", "x-internal": "secret", "keep-alive": "timeout=5" },
       }),
   );
-  const port = freePort();
-  await using _gw = await startGateway(
-    proxyConfig(port, { targets: [echo.url] }, {
+  await using gw = await startGateway(
+    proxyConfig(0, { targets: [echo.url] }, {
       match: { path: "/api/*" },
       target: { upstream: "api", stripPrefix: "/api" },
     }),
   );
+  const port = await gw.port("web");
   const res = await fetch(`http://127.0.0.1:${port}/api/items?x=1`, {
     headers: {
       "x-forwarded-for": "10.1.1.1",
@@ -347,9 +347,8 @@ Deno.test("upstream failures map to 502, 503 and 504 with JSON bodies naming the
     return new Response("late");
   });
   const dead = `http://127.0.0.1:${freePort()}`;
-  const port = freePort();
-  await using _gw = await startGateway({
-    listeners: { web: { type: "http", host: "127.0.0.1", port } },
+  await using gw = await startGateway({
+    listeners: { web: { type: "http", host: "127.0.0.1", port: 0 } },
     routes: [
       { match: { path: "/dead" }, target: { upstream: "dead" } },
       { match: { path: "/slow" }, target: { upstream: "slow" } },
@@ -359,6 +358,7 @@ Deno.test("upstream failures map to 502, 503 and 504 with JSON bodies naming the
       slow: { targets: [slow.url], timeouts: { connect: "1s", response: "300ms" } },
     },
   });
+  const port = await gw.port("web");
   const unreachable = await fetch(`http://127.0.0.1:${port}/dead`);
   assertEquals(unreachable.status, 502);
   const body = await unreachable.json();

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
-import { freePort, startGateway } from "../helpers/gateway.ts";
+import { startGateway } from "../helpers/gateway.ts";
 
 const say = (body: string) => ({ respond: { body } });
 
@@ -28,12 +28,10 @@ async function rawRequest(port: number, target: string, host = "x"): Promise<str
 }
 
 Deno.test("routes: explicit priority, then specificity, then config order", async () => {
-  const port = freePort();
-  const admin = freePort();
-  await using _gw = await startGateway({
+  await using gw = await startGateway({
     listeners: {
-      web: { type: "http", host: "127.0.0.1", port },
-      internal: { type: "http", host: "127.0.0.1", port: admin },
+      web: { type: "http", host: "127.0.0.1", port: 0 },
+      internal: { type: "http", host: "127.0.0.1", port: 0 },
     },
     routes: [
       { name: "catch-all", match: { path: "/*" }, target: say("catch-all") },
@@ -65,6 +63,8 @@ Deno.test("routes: explicit priority, then specificity, then config order", asyn
       },
     ],
   });
+  const port = await gw.port("web");
+  const admin = await gw.port("internal");
   const get = async (path: string, init: RequestInit = {}, p = port) => {
     const res = await fetch(`http://127.0.0.1:${p}${path}`, init);
     return `${res.status} ${await res.text()}`;
@@ -89,11 +89,11 @@ Deno.test("routes: explicit priority, then specificity, then config order", asyn
 });
 
 Deno.test("no matching route: 404 with a JSON error and a request id", async () => {
-  const port = freePort();
-  await using _gw = await startGateway({
-    listeners: { web: { type: "http", host: "127.0.0.1", port } },
+  await using gw = await startGateway({
+    listeners: { web: { type: "http", host: "127.0.0.1", port: 0 } },
     routes: [{ match: { path: "/only", methods: ["GET"] }, target: say("x") }],
   });
+  const port = await gw.port("web");
   const res = await fetch(`http://127.0.0.1:${port}/missing`, {
     headers: { "x-request-id": "abc-123" },
   });
@@ -108,9 +108,8 @@ Deno.test("no matching route: 404 with a JSON error and a request id", async () 
 });
 
 Deno.test("static files: content types, index, and no way out of the root", async () => {
-  const port = freePort();
   await using gw = await startGateway({
-    listeners: { web: { type: "http", host: "127.0.0.1", port } },
+    listeners: { web: { type: "http", host: "127.0.0.1", port: 0 } },
     routes: [{
       match: { path: "/files/*" },
       target: { static: { root: "site", stripPrefix: "/files" } },
@@ -123,6 +122,7 @@ Deno.test("static files: content types, index, and no way out of the root", asyn
       "secret.txt": "TOP SECRET",
     },
   });
+  const port = await gw.port("web");
   const index = await fetch(`http://127.0.0.1:${port}/files/`);
   assertEquals(index.headers.get("content-type")?.split(";")[0], "text/html");
   assertEquals(await index.text(), "<h1>home</h1>");
@@ -152,9 +152,8 @@ Deno.test("static files: content types, index, and no way out of the root", asyn
 });
 
 Deno.test("limits: 413 for a large Content-Length, 431 for too many headers, 429 with Retry-After, CORS", async () => {
-  const port = freePort();
-  await using _gw = await startGateway({
-    listeners: { web: { type: "http", host: "127.0.0.1", port } },
+  await using gw = await startGateway({
+    listeners: { web: { type: "http", host: "127.0.0.1", port: 0 } },
     routes: [
       {
         name: "small",
@@ -176,6 +175,7 @@ Deno.test("limits: 413 for a large Content-Length, 431 for too many headers, 429
       },
     ],
   });
+  const port = await gw.port("web");
   const base = `http://127.0.0.1:${port}`;
   const big = await fetch(`${base}/small`, { method: "POST", body: "x".repeat(5000) });
   assertEquals(big.status, 413);

@@ -257,7 +257,6 @@ function mulberry32(seed: number): () => number {
 }
 
 const FUZZ_STREAMS = 100_000;
-const FUZZ_SECONDS_PER_MODE = 10;
 
 /** Fuzzed framings use small limits so that oversized frames come up often. */
 const FUZZ_CASES: { name: string; config: FramingConfig }[] = [
@@ -337,14 +336,9 @@ for (const { name, config } of FUZZ_CASES) {
   Deno.test(`fuzz: ${name} decoder on random, valid and mutated streams`, () => {
     const random = mulberry32(0x5eed ^ name.length);
     const codec = createFrameCodec(config);
-    const deadline = performance.now() + FUZZ_SECONDS_PER_MODE * 1000;
     let streams = 0;
     let errors = 0;
-    for (
-      ;
-      streams < FUZZ_STREAMS && (streams % 256 !== 0 || performance.now() < deadline);
-      streams++
-    ) {
+    for (; streams < FUZZ_STREAMS; streams++) {
       const kind = random();
       let stream: Uint8Array;
       let payloads: Uint8Array[] | undefined;
@@ -386,6 +380,5 @@ for (const { name, config } of FUZZ_CASES) {
       }
     }
     console.log(`  ${name}: ${streams} streams, ${errors} rejected with a FrameError`);
-    assert(streams > 1000, "the fuzzer ran too few streams to mean anything");
   });
 }

@@ -10,6 +10,7 @@ import { StreamServer } from "../../src/listeners/stream_connection.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";
 import type { UpstreamClient } from "../../src/upstreams/client.ts";
 import { Upstream } from "../../src/upstreams/upstream.ts";
+import { TargetStatePool } from "../../src/upstreams/target_state.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -337,6 +338,7 @@ Deno.test("proxy mode pipes both ways to a target, failing over from a dead one"
       retries: 1,
     }),
     noHttpClient,
+    new TargetStatePool(),
   );
   // The gateway fills in the upstreams of a new config after binding its listeners.
   const upstreams = new Map<string, Upstream>();

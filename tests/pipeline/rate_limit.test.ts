@@ -2,10 +2,12 @@ import { assert, assertEquals } from "../helpers/assert.ts";
 import {
   ClientBuckets,
   createRateLimitStage,
+  RateLimitPool,
   type RateLimitScope,
   TokenBucket,
 } from "../../src/pipeline/rate_limit.ts";
-import { chain } from "../../src/pipeline/stage.ts";
+import type { RateLimitConfig } from "../../src/pipeline/config.ts";
+import { chain, type Stage } from "../../src/pipeline/stage.ts";
 import { serveTarget } from "../helpers/test_server.ts";
 
 Deno.test("TokenBucket starts full, empties, and refills with time", () => {
@@ -149,4 +151,42 @@ Deno.test("a client over its own limit does not use up the route's tokens", asyn
     await res.body?.cancel();
   }
   assertEquals(statuses, [200, 429, 429, 429, 200, 200, 429]);
+});
+
+Deno.test("a reload keeps the buckets of an unchanged limit and starts a changed or new one full", async () => {
+  const pool = new RateLimitPool({ now: () => 0 });
+  let stage: Stage | null = null;
+  /** Builds a route table of one route, as a reload does; only a committed one serves. */
+  const reload = (route: string, config: RateLimitConfig, commit = true) => {
+    const prepared = pool.prepare();
+    const built = createRateLimitStage(config, () => {}, {
+      now: () => 0,
+      buckets: prepared.buckets(route, config),
+    });
+    if (commit) {
+      prepared.commit();
+      stage = built;
+    }
+  };
+  await using server = serveTarget((c) => chain([stage!], () => new Response("ok"))(c));
+  const status = async (ip: string) => {
+    const res = await fetch(server.url, { headers: { "x-test-client-ip": ip } });
+    await res.body?.cancel();
+    return res.status;
+  };
+  const limit = { perClient: { rate: 1, per: 60_000 }, total: { rate: 2, per: 60_000 } };
+
+  reload("api", limit);
+  assertEquals([await status("a"), await status("a"), await status("b")], [200, 429, 200]);
+  reload("api", structuredClone(limit));
+  assertEquals([await status("a"), await status("c")], [429, 429], "still spent");
+  reload("api", { ...limit, total: { rate: 3, per: 60_000 } }, false);
+  reload("api", limit);
+  assertEquals(await status("c"), 429, "a build that was not committed changed nothing");
+
+  reload("api", { ...limit, total: { rate: 3, per: 60_000 } });
+  assertEquals([await status("a"), await status("c")], [200, 200], "a changed limit starts full");
+  reload("other", limit);
+  reload("api", limit);
+  assertEquals(await status("a"), 200, "the route went away and took its buckets");
 });

@@ -378,7 +378,8 @@ Deno.test("plugins: a misbehaving plugin fails alone and cannot reach past its s
     return { status: res.status, body: await res.json() };
   };
   assertEquals((await invoke("badTopic")).body, "TypeError");
-  assertEquals((await invoke("big")).status, 500);
+  // A BigInt result cannot be carried as JSON: the function target answers bad_result.
+  assertEquals((await invoke("big")).status, 502);
   assertEquals((await invoke("forge")).body, "ok");
   const metrics = await (await gw.admin("/metrics")).text();
   assert(!metrics.includes('plugin="victim"'), "a plugin cannot write under another's name");
@@ -645,4 +646,58 @@ Deno.test("plugins: 'gateway plugin new' writes a template that loads and serves
   } finally {
     await Deno.remove(scratch, { recursive: true });
   }
+});
+
+Deno.test("plugins: an init that throws at start leaves the gateway serving; the plugin is retried with backoff", async () => {
+  const port = freePort();
+  const doomed = `export default {
+  name: "doomed",
+  onRequest() {},
+  functions: { ping: () => "pong" },
+  init() { throw new Error("no database yet"); },
+};
+`;
+  // Fails its first init only: the retry after the backoff loads it.
+  const late = `export default {
+  name: "late",
+  onRequest() {},
+  async init(ctx) {
+    const tries = ((await ctx.store.get("tries")) ?? 0) + 1;
+    await ctx.store.set("tries", tries);
+    if (tries === 1) throw new Error("not yet");
+  },
+};
+`;
+  await using gw = await startGateway({
+    listeners: { web: { type: "http", port } },
+    routes: [
+      { match: { path: "/plain" }, target: { respond: { body: "plain" } } },
+      { match: { path: "/doomed" }, plugins: ["doomed"], target: { respond: { body: "x" } } },
+      { match: { path: "/ping" }, target: { function: { name: "plugin:doomed.ping" } } },
+      { match: { path: "/late" }, plugins: ["late"], target: { respond: { body: "late" } } },
+    ],
+  }, { files: { "plugins/doomed.ts": doomed, "plugins/late.ts": late } });
+  assertEquals(await (await fetch(`http://127.0.0.1:${port}/plain`)).text(), "plain");
+  const hooked = await fetch(`http://127.0.0.1:${port}/doomed`);
+  assertEquals(hooked.status, 503);
+  assertStringIncludes((await hooked.json()).error.message, "no database yet");
+  const called = await fetch(`http://127.0.0.1:${port}/ping`);
+  assertEquals(called.status, 503);
+  const { error } = await called.json();
+  assertEquals(error.code, "unavailable");
+  assertStringIncludes(error.message, "no database yet");
+  const status = await (await gw.admin("/status")).json();
+  const shown = status.plugins.find((p: { name: string }) => p.name === "doomed");
+  assertEquals(shown.state, "failed");
+  await gw.waitForLine(/plugin \W{0,2}doomed\W{0,2} failed to load/);
+
+  const loaded = await waitForPlugin(gw, "late", (p) => p?.state === "running");
+  assertEquals(loaded?.restarts, 1);
+  assertEquals(await (await fetch(`http://127.0.0.1:${port}/late`)).text(), "late");
+  const gaveUp = await waitForPlugin(
+    gw,
+    "doomed",
+    (p) => String((p?.lastError as { message?: string })?.message).includes("gave up"),
+  );
+  assertEquals([gaveUp?.state, gaveUp?.restarts], ["failed", 4]);
 });

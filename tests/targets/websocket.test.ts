@@ -10,6 +10,7 @@ import { MetricsRegistry } from "../../src/observability/metrics.ts";
 import { createWebSocketTarget } from "../../src/targets/websocket.ts";
 import { createHttp1Client } from "../../src/upstreams/http1_client.ts";
 import { Upstream } from "../../src/upstreams/upstream.ts";
+import { TargetStatePool } from "../../src/upstreams/target_state.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -381,6 +382,7 @@ Deno.test("proxy mode: echoes through an upstream with path, subprotocol, frame 
     "echo",
     UpstreamConfig.parse({ targets: [deadUrl, echo.url], retries: 1 }),
     client,
+    new TargetStatePool(),
   );
   await using gateway = serveWebSocketTarget({ mode: "proxy", upstream: "echo" }, upstream);
 
@@ -418,6 +420,7 @@ Deno.test("proxy mode: an unreachable upstream is a 502 before any upgrade", asy
     "dead",
     UpstreamConfig.parse({ targets: [`http://127.0.0.1:${freePort()}`] }),
     client,
+    new TargetStatePool(),
   );
   await using gateway = serveWebSocketTarget({ mode: "proxy", upstream: "dead" }, upstream);
   const raw = await RawClient.connect(gateway.port, "/ws/x");

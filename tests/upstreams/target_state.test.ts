@@ -1,6 +1,6 @@
 import { throws as assertThrows } from "node:assert/strict";
 import { assertEquals } from "../helpers/assert.ts";
-import { TargetField, TargetState, TargetStatePool } from "../../src/upstreams/target_state.ts";
+import { TargetField, TargetStatePool } from "../../src/upstreams/target_state.ts";
 
 const A = "http://127.0.0.1:9001";
 const B = "http://127.0.0.1:9002";
@@ -51,7 +51,9 @@ Deno.test("another isolate reads and updates a target's state through the shared
   const state = pool.acquire(A);
   state.set(TargetField.inFlight, 3);
   const source = `
-    import { TargetField, TargetState } from ${JSON.stringify(import.meta.resolve("../../src/upstreams/target_state.ts"))};
+    import { TargetField, TargetState } from ${
+    JSON.stringify(import.meta.resolve("../../src/upstreams/target_state.ts"))
+  };
     self.onmessage = ({ data }) => {
       const state = new TargetState(new Float64Array(data.buffer), data.slot);
       const seen = state.get(TargetField.inFlight);

@@ -155,12 +155,14 @@ Deno.test("least-connections counts the old build's requests still in flight", a
   const config = { targets: [slow.url, fast.url], balance: "least-connections", retries: 0 };
   await proxy.reload(config);
   const held = proxy.send();
-  await until("the slow backend to hold a request", () => slow.paths.length === 1);
-
-  await proxy.reload({ ...config, timeouts: { connect: "3s" } });
-  assertEquals(proxy.target(slow.url).inFlight, 1);
-  assertEquals(await proxy.send(), { status: 200, text: "fast" });
-  hold.resolve();
+  try {
+    await until("the slow backend to hold a request", () => slow.paths.length === 1);
+    await proxy.reload({ ...config, timeouts: { connect: "3s" } });
+    assertEquals(proxy.target(slow.url).inFlight, 1);
+    assertEquals(await proxy.send(), { status: 200, text: "fast" });
+  } finally {
+    hold.resolve();
+  }
   assertEquals(await held, { status: 200, text: "slow" });
   await until("the held request to be released", () => proxy.target(slow.url).inFlight === 0);
   assertEquals(proxy.target(fast.url).inFlight, 0);

@@ -6,19 +6,19 @@
 
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { ADMIN_TOKEN, freePort, gatewayArgv, startGateway } from "../helpers/gateway.ts";
+import { ADMIN_TOKEN, gatewayArgv, startGateway } from "../helpers/gateway.ts";
 import { EXAMPLES } from "./harness.ts";
 
 Deno.test("an HTTP route calls a Python worker's function; /workers and `gateway status` list it", async () => {
-  const port = freePort();
   await using gw = await startGateway({
-    listeners: { web: { type: "http", port } },
+    listeners: { web: { type: "http", port: 0 } },
     routes: [
       { match: { path: "/hello" }, target: { function: { name: "worker:python.hello" } } },
       { match: { path: "/fail" }, target: { function: { name: "python.fail" } } },
     ],
     workers: [{ name: "python", command: EXAMPLES.python, instances: 2 }],
   });
+  const port = await gw.port("web");
   const response = await fetch(`http://127.0.0.1:${port}/hello?name=Ada`);
   assertEquals(response.status, 200);
   const body = await response.json();
@@ -43,7 +43,7 @@ Deno.test("an HTTP route calls a Python worker's function; /workers and `gateway
   const [python] = workers.workers;
   assertEquals([python.name, python.state, python.instances.length], ["python", "running", 2]);
   assert(python.instances.every((instance: { pid: number }) => instance.pid > 0));
-  assertEquals(python.instances.reduce((n: number, i: { calls: number }) => n + i.calls, 0), 2);
+  assertEquals([python.calls, python.errors, python.restarts], [2, 1, 0]);
 
   const [cmd, ...args] = gatewayArgv();
   const status = await new Deno.Command(cmd, {
@@ -58,8 +58,47 @@ Deno.test("an HTTP route calls a Python worker's function; /workers and `gateway
   );
 
   const metrics = await (await gw.admin("/metrics")).text();
-  assertMatch(metrics, /gateway_worker_calls_total\{worker="python"\} 2/);
-  assertMatch(metrics, /gateway_worker_errors_total\{worker="python"\} 1/);
+  assertMatch(metrics, /gateway_supervised_calls_total\{kind="worker",name="python"\} 2/);
+  assertMatch(metrics, /gateway_supervised_errors_total\{kind="worker",name="python"\} 1/);
+});
+
+Deno.test("a worker that exits at start leaves the gateway serving; its route answers 503 with why", async () => {
+  await using gw = await startGateway({
+    listeners: { web: { type: "http", port: 0 } },
+    routes: [
+      { match: { path: "/hello" }, target: { function: { name: "worker:python.hello" } } },
+      { match: { path: "/orders" }, target: { function: { name: "worker:orders.list" } } },
+    ],
+    workers: [
+      { name: "python", command: EXAMPLES.python },
+      {
+        name: "orders",
+        command: [
+          "python3",
+          "-c",
+          "import sys; print('no database', file=sys.stderr); sys.exit(3)",
+        ],
+      },
+    ],
+  });
+  const port = await gw.port("web");
+  const hello = await fetch(`http://127.0.0.1:${port}/hello?name=Ada`);
+  assertEquals([hello.status, (await hello.json()).hello], [200, "Ada"]);
+  const orders = await fetch(`http://127.0.0.1:${port}/orders`);
+  assertEquals(orders.status, 503);
+  const { error } = await orders.json();
+  assertEquals(error.code, "unavailable");
+  assertMatch(
+    error.message,
+    /worker "orders" is (in backoff|failed).*exited with code 3.*no database/,
+  );
+  const status = await (await gw.admin("/status")).json();
+  const shown = Object.fromEntries(
+    status.workers.workers.map((w: { name: string; state: string }) => [w.name, w.state]),
+  );
+  assertEquals(shown.python, "running");
+  assertEquals(shown.orders, "failed");
+  await gw.waitForLine(/orders.*did not start, the gateway serves without it/);
 });
 
 Deno.test("`gateway run` and `gateway check` refuse a worker whose command is missing", async () => {

@@ -7,10 +7,10 @@
 
 import { basename, join } from "node:path";
 import { Bus } from "../../src/bus/bus.ts";
-import { GatewayConfig } from "../../src/sections.ts";
 import { callFunction } from "../../src/functions/call.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";
 import { WorkerSupervisor } from "../../src/workers/supervisor.ts";
+import { configFor } from "../helpers/config.ts";
 
 /** The repository root: worker commands run there unless they say otherwise. */
 export const ROOT: string = join(import.meta.dirname!, "..", "..");
@@ -78,6 +78,10 @@ export interface WorkerHarness extends AsyncDisposable {
 /** The parts of a worker's status the tests read. */
 export interface WorkerStatus {
   state: string;
+  calls: number;
+  errors: number;
+  restarts: number;
+  lastError: { message: string } | null;
   instances: {
     pid: number;
     state: string;
@@ -93,7 +97,8 @@ export interface WorkerStatus {
 
 /**
  * Starts `workers` (config entries; `cwd` defaults to the repository root)
- * with a fresh supervisor and data directory.
+ * with a fresh supervisor and data directory, as the gateway's first start
+ * does (`starting: false` prepares them as a reload would).
  *
  * @example
  * ```ts
@@ -102,17 +107,20 @@ export interface WorkerStatus {
  * await workers.call("python.add", { a: 1, b: 2 }); // 3
  * ```
  */
-export async function startWorkers(workers: Record<string, unknown>[]): Promise<WorkerHarness> {
+export async function startWorkers(
+  workers: Record<string, unknown>[],
+  { starting = true } = {},
+): Promise<WorkerHarness> {
   const dir = await Deno.makeTempDir({ prefix: "workers-test-" });
   const metrics = new MetricsRegistry();
   const bus = new Bus(metrics);
   const supervisor = new WorkerSupervisor(bus, metrics);
-  const config = GatewayConfig.parse({
-    storage: { dataDir: dir },
-    workers: workers.map((worker) => ({ cwd: ROOT, ...worker })),
-  });
   try {
-    await (await supervisor.prepare(config)).commit();
+    const { config, context } = configFor({
+      storage: { dataDir: dir },
+      workers: workers.map((worker) => ({ cwd: ROOT, ...worker })),
+    }, { starting });
+    await (await supervisor.prepare(config, context)).commit();
   } catch (error) {
     await supervisor.stop();
     await Deno.remove(dir, { recursive: true });

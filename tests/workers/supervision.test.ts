@@ -5,7 +5,7 @@
 
 import { join } from "node:path";
 import { Hono } from "hono";
-import { GatewayConfig } from "../../src/sections.ts";
+import { configFor } from "../helpers/config.ts";
 import { FunctionCallError } from "../../src/functions/call.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
 import { EXAMPLES, ROOT, startWorkers, steadyLoad, waitFor } from "./harness.ts";
@@ -46,11 +46,10 @@ Deno.test("a crash loop backs off, then the worker is failed with the reason in 
   await using workers = await startWorkers([{ name: "crashy", command: RAW("crash-after-hello") }]);
   const status = await waitFor("the worker to fail", () => {
     const status = workers.status("crashy");
-    return status.state === "failed" && status;
+    return status.instances[0].state === "failed" && status;
   });
   const [slot] = status.instances;
-  assertEquals(slot.state, "failed");
-  assertEquals(slot.restarts, 4);
+  assertEquals([status.state, status.restarts, slot.restarts], ["failed", 4, 4]);
   assertMatch(
     slot.reason ?? "",
     /exited 5 times in a row within 10 s of starting; gave up\. Last: exited with code 3/,
@@ -61,7 +60,8 @@ Deno.test("a crash loop backs off, then the worker is failed with the reason in 
   } catch (error) {
     refusal = error;
   }
-  assert(refusal instanceof FunctionCallError && refusal.type === "no_responder", String(refusal));
+  assert(refusal instanceof FunctionCallError && refusal.type === "unavailable", String(refusal));
+  assertEquals(refusal.status, 503);
   assertStringIncludes(refusal.message, 'worker "crashy" is failed: exited 5 times');
 });
 
@@ -127,8 +127,7 @@ Deno.test("graceful stop: 'stop' lets calls in flight finish, then SIGTERM, then
   await workers[Symbol.asyncDispose]();
   assertEquals(await slow, { slept: 0.5, cancelled: false });
   const exits = handles.map((worker) =>
-    (worker.status() as { instances: { lastExit: Record<string, unknown> }[] }).instances[0]
-      .lastExit
+    worker.status().instances[0].lastExit as Record<string, unknown>
   );
   assertEquals(exits.map((exit) => [exit.stoppedBy, exit.code, exit.signal, exit.requested]), [
     ["stop", 0, null, true],
@@ -148,7 +147,7 @@ Deno.test("a malformed or oversize frame drops only that instance, which is rest
       ["garbage", /connection dropped: frame at byte offset \d+: invalid JSON/],
       [
         "oversize",
-        /frame at byte offset \d+: declares 1073741824 bytes, more than the maximum frame of 1048576/,
+        /frame at byte offset \d+: length field announces a frame of 1073741824 bytes, over the maximum of 1048576/,
       ],
     ] as const
   ) {
@@ -175,7 +174,7 @@ Deno.test("an instance that stops answering heartbeats is killed and restarted",
   assertMatch(JSON.stringify(instance.lastExit), /missed heartbeats: silent for \d+ ms/);
 });
 
-Deno.test("a command that cannot start refuses the config, naming the entry", async () => {
+Deno.test("on a reload, a worker that cannot start refuses the config, naming the entry", async () => {
   for (
     const [worker, expected] of [
       [
@@ -209,12 +208,56 @@ Deno.test("a command that cannot start refuses the config, naming the entry", as
   ) {
     let message = "";
     try {
-      await startWorkers([worker]);
+      await startWorkers([worker], { starting: false });
     } catch (error) {
       message = (error as Error).message;
     }
     assertMatch(message, expected);
   }
+});
+
+Deno.test("at the first start a worker that exits serves degraded; the others serve; reloads pass", async () => {
+  const early = {
+    name: "early",
+    command: ["python3", "-c", "import sys; print('no database', file=sys.stderr); sys.exit(2)"],
+  };
+  await using workers = await startWorkers([early, { name: "py", command: EXAMPLES.python }]);
+  assertEquals(await workers.call("py.add", { a: 1, b: 2 }), 3);
+  const down = await waitFor("the worker to show failed", () => {
+    const status = workers.status("early");
+    return status.state === "failed" && status;
+  });
+  assertMatch(down.lastError?.message ?? "", /exited with code 2.*stderr: no database/);
+  let refusal: unknown;
+  try {
+    await workers.call("early.anything", 1);
+  } catch (error) {
+    refusal = error;
+  }
+  assert(refusal instanceof FunctionCallError && refusal.type === "unavailable", String(refusal));
+  assertEquals(refusal.status, 503);
+  assertMatch(refusal.message, /worker "early" is (in backoff|failed).*stderr: no database/);
+  // It keeps being tried, with backoff, until it gives up.
+  const failed = await waitFor("the worker to give up", () => {
+    const [slot] = workers.status("early").instances;
+    return slot.state === "failed" && slot;
+  });
+  assertEquals(failed.restarts, 4);
+  // The same config again, as a reload: the failing unchanged worker does not block it.
+  const { config, context } = configFor({
+    storage: { dataDir: workers.dir },
+    workers: [early, { name: "py", command: EXAMPLES.python }].map((w) => ({ cwd: ROOT, ...w })),
+  }, { starting: false });
+  await (await workers.supervisor.prepare(config, context)).commit();
+  assertEquals(await workers.call("py.add", { a: 2, b: 2 }), 4);
+  // A command that cannot be spawned is a config error even at the first start.
+  let message = "";
+  try {
+    await startWorkers([{ name: "ghost", command: ["no-such-interpreter-here"] }]);
+  } catch (error) {
+    message = (error as Error).message;
+  }
+  assertMatch(message, /^workers\[0\]\.command: cannot start/);
 });
 
 Deno.test("a reload keeps unchanged workers, restarts changed ones and stops removed ones", async () => {
@@ -226,28 +269,30 @@ Deno.test("a reload keeps unchanged workers, restarts changed ones and stops rem
   const pid = (name: string) => workers.status(name).instances[0].pid;
   const [keep, change, drop] = [pid("keep"), pid("change"), pid("drop")];
   const dropped = workers.supervisor.worker("drop")!;
-  const config = (entries: Record<string, unknown>[]) =>
-    GatewayConfig.parse({
+  const reload = (entries: Record<string, unknown>[]) => {
+    const { config, context } = configFor({
       storage: { dataDir: workers.dir },
       workers: entries.map((entry) => ({ cwd: ROOT, ...entry })),
-    });
+    }, { starting: false });
+    return workers.supervisor.prepare(config, context);
+  };
   // A refused reload (a worker that cannot start) changes nothing.
   let refused = "";
   try {
-    await workers.supervisor.prepare(config([
+    await reload([
       { name: "keep", command: EXAMPLES.python },
       { name: "change", command: ["no-such-php"] },
-    ]));
+    ]);
   } catch (error) {
     refused = (error as Error).message;
   }
   assertMatch(refused, /^workers\[1\]\.command: cannot start/);
   assertEquals([pid("keep"), pid("change"), pid("drop")], [keep, change, drop]);
 
-  const change2 = await workers.supervisor.prepare(config([
+  const change2 = await reload([
     { name: "keep", command: EXAMPLES.python },
     { name: "change", command: EXAMPLES.php, concurrency: 1 },
-  ]));
+  ]);
   assertEquals(pid("change"), change, "nothing changes before the commit");
   await change2.commit();
   assertEquals(pid("keep"), keep);

@@ -7,7 +7,7 @@
  */
 
 import { join } from "node:path";
-import { freePort, type GatewayProcess, startGateway } from "../../helpers/gateway.ts";
+import { type GatewayProcess, startGateway } from "../../helpers/gateway.ts";
 import { serveTarget, type TestServer } from "../../helpers/test_server.ts";
 
 const PLUGINS_DIR = join(import.meta.dirname!, "..", "..", "..", "plugins");
@@ -77,12 +77,13 @@ export async function gatewayWith(
   for (const name of plugins) {
     files[`plugins/${name}.ts`] = await Deno.readTextFile(join(PLUGINS_DIR, `${name}.ts`));
   }
-  const port = freePort();
   const gateway = await startGateway({
-    listeners: { web: { type: "http", host: "127.0.0.1", port } },
+    listeners: { web: { type: "http", host: "127.0.0.1", port: 0 } },
     upstreams: { api: { targets: [upstreamUrl], retries: 0 } },
     ...config,
   }, { files, ...options });
+  // The port "web" bound; a start with noWait (meant to fail) has none to ask for.
+  const port = options.noWait ? 0 : await gateway.port("web");
   return { gateway, url: `http://127.0.0.1:${port}` };
 }
 

@@ -1,5 +1,10 @@
+/**
+ * The call pool: least-busy routing within each member's concurrency, a
+ * bounded FIFO queue (overflow answers `overloaded`), deadlines in the queue.
+ */
+
 import { FunctionCallError } from "../../src/functions/call.ts";
-import { WorkerPool } from "../../src/workers/pool.ts";
+import { CallPool } from "../../src/supervision/pool.ts";
 import { assert, assertEquals } from "../helpers/assert.ts";
 
 /** An instance stand-in whose calls finish when the test says so. */
@@ -42,7 +47,7 @@ Deno.test("calls go to the least-busy healthy instance within its concurrency", 
   const a = new Member("a", 2);
   const b = new Member("b", 2);
   const sick = new Member("sick", 10, false);
-  const pool = new WorkerPool<Member>("w", 10);
+  const pool = new CallPool<Member>("w", 10);
   for (const member of [a, b, sick]) pool.add(member);
   for (const label of ["1", "2", "3", "4"]) void pool.run(far(), a.task(label));
   assertEquals([a.inFlight, b.inFlight, sick.inFlight], [2, 2, 0]);
@@ -53,7 +58,7 @@ Deno.test("calls go to the least-busy healthy instance within its concurrency", 
 
 Deno.test("queued calls start in order as slots free", async () => {
   const a = new Member("a", 1);
-  const pool = new WorkerPool<Member>("w", 10);
+  const pool = new CallPool<Member>("w", 10);
   pool.add(a);
   const results = ["1", "2", "3"].map((label) => pool.run(far(), a.task(label)));
   assertEquals(a.started, ["1"]);
@@ -67,7 +72,7 @@ Deno.test("queued calls start in order as slots free", async () => {
 
 Deno.test("an instance that becomes healthy takes the queue", async () => {
   const late = new Member("late", 2, false);
-  const pool = new WorkerPool<Member>("w", 10);
+  const pool = new CallPool<Member>("w", 10);
   pool.add(late);
   const result = pool.run(far(), late.task("1"));
   assertEquals(pool.queued, 1);
@@ -79,7 +84,7 @@ Deno.test("an instance that becomes healthy takes the queue", async () => {
 
 Deno.test("a full queue refuses with overloaded (503); the deadline bounds the wait", async () => {
   const a = new Member("a", 1);
-  const pool = new WorkerPool<Member>("orders", 1);
+  const pool = new CallPool<Member>("orders", 1);
   pool.add(a);
   void pool.run(far(), a.task("running"));
   const queued = pool.run(Date.now() + 20, a.task("queued"));
@@ -92,7 +97,7 @@ Deno.test("a full queue refuses with overloaded (503); the deadline bounds the w
 });
 
 Deno.test("close rejects every waiting call", async () => {
-  const pool = new WorkerPool<Member>("w", 5);
+  const pool = new CallPool<Member>("w", 5);
   const waiting = pool.run(far(), new Member("x", 1).task("1"));
   pool.close(new FunctionCallError({ type: "no_responder", message: "stopped" }));
   assertEquals((await rejection(waiting)).type, "no_responder");
