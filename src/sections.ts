@@ -7,7 +7,7 @@
  */
 
 import { adminSection } from "./admin/config.ts";
-import { type ConfigError, loadConfig, type LoadedConfig } from "./config/load.ts";
+import { loadConfig, type LoadedConfig } from "./config/load.ts";
 import { type DocumentOf, documentSchema } from "./config/section.ts";
 import { listenersSection } from "./listeners/config.ts";
 import { inferenceSection, modelsSection, ocrSection } from "./models/config.ts";

@@ -11,6 +11,7 @@
  */
 
 import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { z } from "zod";
 import { encodeHex } from "../util/hex.ts";
 import { type Definition, References } from "./references.ts";
 import type { DocumentOf, Sections } from "./section.ts";
@@ -102,35 +103,73 @@ export function validateDocument<S extends Sections>(
     }
   }
   const config: Record<string, unknown> = {};
-  const invalid = new Set<string>();
+  /** What checks see of an invalid section: its valid entries, or nothing. */
+  const salvaged: Record<string, unknown> = {};
   for (const [key, section] of Object.entries(sections)) {
     const parsed = section.schema.safeParse(document[key]);
-    if (parsed.success) config[key] = parsed.data;
-    else {
-      invalid.add(key);
-      for (const issue of parsed.error.issues) {
-        problems.push({ path: [key, ...issue.path], message: issue.message });
-      }
+    if (parsed.success) {
+      config[key] = salvaged[key] = parsed.data;
+      continue;
     }
+    for (const issue of parsed.error.issues) {
+      problems.push({ path: [key, ...issue.path], message: issue.message });
+    }
+    salvaged[key] = validEntries(section.schema, document[key]);
   }
   const definitions: Record<string, Definition[]> = {};
   const unknownKinds: string[] = [];
   for (const [key, section] of Object.entries(sections)) {
     for (const [kind, define] of Object.entries(section.defines ?? {})) {
-      // An invalid section's names are unknown: references to them are not checked.
-      if (invalid.has(key)) unknownKinds.push(kind);
-      else (definitions[kind] ??= []).push(...define(config[key]));
+      // A section too broken to salvage defines no known names: references to it are not checked.
+      if (salvaged[key] === undefined && !(key in config)) unknownKinds.push(kind);
+      else (definitions[kind] ??= []).push(...define(salvaged[key]));
     }
   }
   const references = new References(definitions, unknownKinds);
   const report = (path: readonly PropertyKey[], message: string) =>
     problems.push({ path, message });
   for (const [key, section] of Object.entries(sections)) {
-    if (!invalid.has(key)) section.check?.(config[key], references, report);
+    if (salvaged[key] !== undefined || key in config) {
+      section.check?.(salvaged[key], references, report);
+    }
   }
   return problems.length
     ? { references, problems }
     : { config: config as DocumentOf<S>, references, problems };
+}
+
+/**
+ * The entries of an invalid array or record section that are valid on their
+ * own, so that its references are still checked and every problem is listed
+ * at once: an array keeps its indices (an invalid entry is left out, a hole
+ * that iteration with `entries()` sees as `undefined`), a record its valid
+ * keys. Undefined for any other schema, or input of the wrong shape.
+ */
+function validEntries(schema: z.ZodType, input: unknown): unknown {
+  let inner: z.ZodType = schema;
+  while (
+    inner instanceof z.ZodDefault || inner instanceof z.ZodPrefault ||
+    inner instanceof z.ZodOptional
+  ) {
+    inner = inner.unwrap() as z.ZodType;
+  }
+  if (inner instanceof z.ZodArray && Array.isArray(input)) {
+    const entries: unknown[] = new Array(input.length);
+    input.forEach((item, i) => {
+      const parsed = z.safeParse(inner.element, item);
+      if (parsed.success) entries[i] = parsed.data;
+    });
+    return entries;
+  }
+  if (inner instanceof z.ZodRecord && input && typeof input === "object") {
+    const entries: Record<string, unknown> = {};
+    for (const [name, item] of Object.entries(input)) {
+      const parsed = z.safeParse(inner.valueType, item);
+      if (parsed.success) entries[name] = parsed.data;
+    }
+    return entries;
+  }
+  return undefined;
 }
 
 function lineAndColumn(text: string, offset: number): string {

@@ -44,7 +44,12 @@ export interface ConfigSection<Schema extends z.ZodType = z.ZodType> {
   schema: Schema;
   /** The names this section defines, by kind, for other sections' references. */
   defines?: Record<string, (value: z.output<Schema>) => Iterable<Definition>>;
-  /** Checks the section's references to names other sections define. */
+  /**
+   * Checks the section's references to names other sections define. Runs on
+   * an invalid array or record section too, with its valid entries only (an
+   * array keeps its indices and has holes where entries are invalid), so that
+   * every problem is listed at once; `defines` likewise.
+   */
   check?(value: z.output<Schema>, references: References, report: Report): void;
   /** Makes paths absolute and checks that the files and programs it names exist. */
   resolve?(value: z.output<Schema>, context: ResolveContext): void | Promise<void>;

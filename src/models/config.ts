@@ -173,7 +173,7 @@ function modelFile(dir: string, path: string): string {
 export const modelsSection = {
   schema: ModelsConfig.default([]).describe("ONNX models run in-process (WebAssembly)"),
   defines: {
-    model: (models) => models.map((model, i) => ({ name: model.name, path: ["models", i] })),
+    model: (models) => models.flatMap((model, i) => [{ name: model.name, path: ["models", i] }]),
   },
   resolve(models, { dir }) {
     for (const model of models) model.path = modelFile(dir, model.path);

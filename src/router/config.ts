@@ -76,6 +76,7 @@ export const routesSection = {
   },
   check(routes, references, report) {
     for (const [i, route] of routes.entries()) {
+      if (!route) continue; // invalid: reported by the schema
       const at = ["routes", i];
       for (const [j, name] of (route.listeners ?? []).entries()) {
         const path = [...at, "listeners", j];

@@ -62,8 +62,22 @@ export const WorkerConfig = z.strictObject({
 /** One worker's validated config. */
 export type WorkerConfig = z.output<typeof WorkerConfig>;
 
-/** The `workers` section. */
-export const WorkersConfig = z.array(WorkerConfig);
+/** The `workers` section: names are unique (checked even when other entries are invalid). */
+export const WorkersConfig = z.array(WorkerConfig).superRefine((workers, ctx) => {
+  const first = new Map<unknown, number>();
+  workers.forEach((worker, i) => {
+    const name = (worker as Partial<WorkerConfig> | undefined)?.name;
+    const earlier = first.get(name);
+    if (earlier === undefined) first.set(name, i);
+    else {
+      ctx.addIssue({
+        code: "custom",
+        path: [i, "name"],
+        message: `worker "${name}" is already defined by workers[${earlier}]`,
+      });
+    }
+  });
+}, { when: () => true });
 
 /** Whether `program` (a path, or a name looked up in `path`) is an executable file. */
 async function findProgram(program: string, path: string): Promise<boolean> {
@@ -78,26 +92,14 @@ async function findProgram(program: string, path: string): Promise<boolean> {
 }
 
 /**
- * The `workers` section: names are unique and define the name kind `worker`
- * (a function owner); `cwd` must be a directory and the program must exist.
+ * The `workers` section: names define the name kind `worker` (a function
+ * owner); `cwd` must be a directory and the program must exist.
  */
 export const workersSection = {
   schema: WorkersConfig.default([]).describe("language workers (Python, PHP, Node, ...)"),
   defines: {
-    worker: (workers) => workers.map((worker, i) => ({ name: worker.name, path: ["workers", i] })),
-  },
-  check(workers, _references, report) {
-    const first = new Map<string, number>();
-    for (const [i, worker] of workers.entries()) {
-      const earlier = first.get(worker.name);
-      if (earlier === undefined) first.set(worker.name, i);
-      else {
-        report(
-          ["workers", i, "name"],
-          `worker "${worker.name}" is already defined by workers[${earlier}]`,
-        );
-      }
-    }
+    worker: (workers) =>
+      workers.flatMap((worker, i) => [{ name: worker.name, path: ["workers", i] }]),
   },
   async resolve(workers, { dir, env, report }) {
     for (const [i, worker] of workers.entries()) {

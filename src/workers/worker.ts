@@ -292,7 +292,16 @@ export class LanguageWorker {
         message: `worker "${this.name}" is stopped${reason ? `: ${reason}` : ""}`,
       });
     }
-    if (states.some((state) => state === "running" || state === "starting")) return;
+    if (states.some((state) => state === "running")) return;
+    if (states.some((state) => state === "starting")) {
+      // Until an instance says hello, which functions it serves is not known.
+      if (this.#functions.size > 0) return;
+      const reason = this.#slots.find((slot) => slot.restarter.reason)?.restarter.reason;
+      return new FunctionCallError({
+        type: "unavailable",
+        message: `worker "${this.name}" is starting${reason ? ` (last: ${reason})` : ""}`,
+      });
+    }
     const down = this.#slots.find((slot) => slot.restarter.state === "failed") ??
       this.#slots.find((slot) => slot.restarter.state === "backoff")!;
     const { state, reason, delay } = down.restarter;

@@ -1,12 +1,12 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { GatewayConfig } from "../../src/sections.ts";
+import { validateDocument } from "../../src/config/load.ts";
+import { SECTIONS } from "../../src/sections.ts";
 import { MqttConfig, resolveMqttPaths } from "../../src/mqtt/config.ts";
 
-function problems(document: unknown): string[] {
-  const parsed = GatewayConfig.safeParse(document);
-  return parsed.success
-    ? []
-    : parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
+function problems(document: Record<string, unknown>): string[] {
+  return validateDocument(document, SECTIONS).problems.map((problem) =>
+    `${problem.path.join(".")}: ${problem.message}`
+  );
 }
 
 Deno.test("mqtt config: defaults, and errors that name the path", () => {

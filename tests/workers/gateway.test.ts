@@ -90,7 +90,7 @@ Deno.test("a worker that exits at start leaves the gateway serving; its route an
   assertEquals(error.code, "unavailable");
   assertMatch(
     error.message,
-    /worker "orders" is (in backoff|failed).*exited with code 3.*no database/,
+    /worker "orders" is (in backoff|failed|starting).*exited with code 3.*no database/,
   );
   const status = await (await gw.admin("/status")).json();
   const shown = Object.fromEntries(
