@@ -43,7 +43,9 @@ export function watchDebounced(
   const watchers: Deno.FsWatcher[] = [];
   let changed = new Set<string>();
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
   const stop = () => {
+    stopped = true;
     clearTimeout(timer);
     for (const watcher of watchers) {
       try {
@@ -71,6 +73,8 @@ export function watchDebounced(
     watchers.push(watcher);
     (async () => {
       for await (const event of watcher) {
+        // An event already read when stop() ran must not start a new timer.
+        if (stopped) break;
         if (event.kind === "access") continue;
         const kept = event.paths.filter(filter);
         if (kept.length === 0) continue;

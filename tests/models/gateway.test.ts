@@ -90,23 +90,7 @@ Deno.test("the gateway serves generic inference, OCR and GET /models", async () 
   await gw.waitForLine(/model \W{0,2}broken\W{0,2} failed to load/);
 });
 
-/** GETs of `url` one at a time until `done()` (at least `min`, at most 20000); sorted latencies in ms. */
-async function latencies(url: string, min: number, done = () => true): Promise<number[]> {
-  const times: number[] = [];
-  while (times.length < 20_000 && (times.length < min || !done())) {
-    const started = performance.now();
-    const res = await fetch(url);
-    await res.body?.cancel();
-    times.push(performance.now() - started);
-    // A pause between requests: latency under a steady trickle, not a flood that starves OCR of CPU.
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-  return times.sort((a, b) => a - b);
-}
-
-const p99 = (sorted: number[]) => sorted[Math.floor(sorted.length * 0.99)];
-
-Deno.test("HTTP latency stays bounded while OCR runs in a loop", async () => {
+Deno.test("HTTP requests are answered while OCR reads a page (inference is off the I/O loop)", async () => {
   await using gw = await startGateway(gatewayConfig(0));
   const base = `http://127.0.0.1:${await gw.port("web")}`;
   const page = await fixture("english.png");
@@ -114,19 +98,21 @@ Deno.test("HTTP latency stays bounded while OCR runs in a loop", async () => {
     const res = await fetch(`${base}/ocr`, { method: "POST", body: page });
     assertEquals(res.status, 200);
     await res.body?.cancel();
+    return "ocr";
+  };
+  const ping = async () => {
+    const res = await fetch(`${base}/ping`);
+    assertEquals(res.status, 200);
+    await res.body?.cancel();
+    return "ping";
   };
   await read(); // sessions created
-  await latencies(`${base}/ping`, 50);
-  const idle = p99(await latencies(`${base}/ping`, 300));
-  let pages = 0;
-  const loop = (async () => {
-    for (; pages < 6; pages++) await read();
-  })();
-  const busy = await latencies(`${base}/ping`, 300, () => pages >= 6);
-  await loop;
-  console.log(
-    `/ping p99 idle ${idle.toFixed(2)} ms, while reading ${pages} pages ${
-      p99(busy).toFixed(2)
-    } ms (${busy.length} requests)`,
-  );
+  // The latency figures are in `deno task bench models`; here only the order is asserted:
+  // a ping sent while a page is being read is answered before the page, every time.
+  for (let i = 0; i < 5; i++) {
+    const reading = read();
+    const first = await Promise.race([reading, ping()]);
+    assertEquals(first, "ping", `round ${i}: the ping waited for the OCR page`);
+    await reading;
+  }
 });
