@@ -7,6 +7,7 @@
  */
 
 import { dirname, resolve } from "node:path";
+import { watchDebounced } from "../util/watch.ts";
 
 /**
  * Calls `onChange` once per burst of changes to any of `files`. Returns a
@@ -21,23 +22,9 @@ import { dirname, resolve } from "node:path";
  */
 export function watchFiles(files: string[], onChange: () => void, debounceMs = 200): () => void {
   const wanted = new Set(files.map((file) => resolve(file)));
-  const watcher = Deno.watchFs([...new Set([...wanted].map((file) => dirname(file)))], {
+  return watchDebounced([...wanted].map((file) => dirname(file)), onChange, {
     recursive: false,
+    debounceMs,
+    filter: (path) => wanted.has(resolve(path)),
   });
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  (async () => {
-    for await (const event of watcher) {
-      if (event.kind === "access" || !event.paths.some((path) => wanted.has(resolve(path)))) {
-        continue;
-      }
-      clearTimeout(timer);
-      timer = setTimeout(onChange, debounceMs);
-    }
-  })().catch(() => {/* closed */});
-  return () => {
-    clearTimeout(timer);
-    try {
-      watcher.close();
-    } catch { /* already closed */ }
-  };
 }

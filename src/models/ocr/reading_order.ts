@@ -13,7 +13,8 @@ import type { Point } from "./types.ts";
  * @example
  * ```ts
  * import { readingOrder } from "./reading_order.ts";
- * const box = (x: number, y: number) => [[x, y], [x + 50, y], [x + 50, y + 20], [x, y + 20]];
+ * import type { Point } from "./types.ts";
+ * const box = (x: number, y: number): Point[] => [[x, y], [x + 50, y], [x + 50, y + 20], [x, y + 20]];
  * readingOrder([{ box: box(100, 2) }, { box: box(0, 0) }]); // the one at x 0 first
  * ```
  */
