@@ -62,6 +62,13 @@ function conflicts(a: string, b: string): boolean {
   return WILDCARD_HOSTS.has(restA.join(":")) || WILDCARD_HOSTS.has(restB.join(":"));
 }
 
+/** Where a running listener is bound: a port-0 plan's address with the port it got. */
+function boundAddress({ planned, module }: Live): string {
+  return planned.address.endsWith(":0") && module.port
+    ? `${planned.address.slice(0, -1)}${module.port}`
+    : planned.address;
+}
+
 /**
  * The running listeners, by id (listener name, or an internal id for the admin API).
  *
@@ -119,7 +126,7 @@ export class ListenerSet implements Participant<ReadonlyMap<string, PlannedListe
           continue;
         }
         for (const [oldId, live] of [...unclaimed]) {
-          if (!conflicts(live.planned.address, plan.address)) continue;
+          if (!conflicts(boundAddress(live), plan.address)) continue;
           unclaimed.delete(oldId);
           await live.module.stop();
           stoppedOld.push([oldId, live]);

@@ -185,6 +185,12 @@ export interface StartOptions {
   noWait?: boolean;
   /** A command the gateway runs under, such as `["prlimit", "--nofile=96:96"]`. */
   prefix?: string[];
+  /**
+   * False: the gateway writes no coverage profile under `deno task test
+   * --coverage` (which hands `DENO_COVERAGE_DIR` to every Deno process). A
+   * gateway that starts hundreds of Workers would write one profile each.
+   */
+  coverage?: boolean;
 }
 
 /**
@@ -217,10 +223,13 @@ export async function startGateway(
   const configFile = join(dir, "config.json");
   await Deno.writeTextFile(configFile, JSON.stringify(full, null, 2));
   const [cmd, ...args] = [...options.prefix ?? [], ...gatewayArgv()];
+  const env = { ...Deno.env.toObject(), ...options.env };
+  if (options.coverage === false) delete env.DENO_COVERAGE_DIR;
   const child = new Deno.Command(cmd, {
     args: [...args, "run", "--config", configFile],
     cwd: dir,
-    env: options.env,
+    clearEnv: true,
+    env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
