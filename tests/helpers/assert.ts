@@ -80,3 +80,27 @@ export function assertStringIncludes(text: string, part: string, message?: strin
     );
   }
 }
+
+/**
+ * The error `promise` rejects with, which must be an instance of `type`;
+ * throws when it resolves or rejects with anything else.
+ *
+ * @example
+ * ```ts
+ * import { rejectionOf } from "./assert.ts";
+ * const error = await rejectionOf(Promise.reject(new RangeError("too big")), RangeError);
+ * error.message; // "too big"
+ * ```
+ */
+export async function rejectionOf<E extends Error>(
+  promise: Promise<unknown>,
+  type: new (...args: never[]) => E,
+): Promise<E> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof type) return error;
+    throw error;
+  }
+  throw new Error(`expected a rejection with ${type.name}`);
+}

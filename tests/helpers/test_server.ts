@@ -60,3 +60,34 @@ export function serveTarget(handler: Target, options: TestServerOptions = {}): T
     [Symbol.asyncDispose]: () => server.shutdown(),
   };
 }
+
+/**
+ * A TCP server on 127.0.0.1 that closes every connection unanswered (a
+ * transport failure for an HTTP client), counting them.
+ *
+ * @example
+ * ```ts
+ * import { serveDropper } from "./test_server.ts";
+ * await using dropper = serveDropper();
+ * await fetch(dropper.url).catch(() => {});
+ * dropper.seen.connections; // 1
+ * ```
+ */
+export function serveDropper(): AsyncDisposable & { url: string; seen: { connections: number } } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const seen = { connections: 0 };
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      seen.connections++;
+      conn.close();
+    }
+  })();
+  return {
+    url: `http://127.0.0.1:${listener.addr.port}`,
+    seen,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+    },
+  };
+}

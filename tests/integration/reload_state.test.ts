@@ -5,27 +5,8 @@
  */
 
 import { assertEquals } from "../helpers/assert.ts";
+import { serveDropper } from "../helpers/test_server.ts";
 import { ADMIN_TOKEN, freePort, type GatewayProcess, startGateway } from "../helpers/gateway.ts";
-
-/** A TCP server that closes every connection unanswered (a transport failure), counting them. */
-function dropper() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const seen = { connections: 0 };
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      seen.connections++;
-      conn.close();
-    }
-  })();
-  return {
-    url: `http://127.0.0.1:${listener.addr.port}`,
-    seen,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await accepting;
-    },
-  };
-}
 
 /** Writes `config` and reloads (admin port 0: the gateway keeps its bound port). */
 async function reload(gw: GatewayProcess, config: Record<string, unknown>): Promise<void> {
@@ -48,7 +29,7 @@ Deno.test("an ejected target gets no traffic right after a reload; a spent bucke
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     () => new Response("good"),
   );
-  await using bad = dropper();
+  await using bad = serveDropper();
   const port = freePort();
   const web = `http://127.0.0.1:${port}`;
   const config = {

@@ -8,7 +8,7 @@
 import { FunctionCallError } from "../../src/functions/call.ts";
 import { InferencePool } from "../../src/models/pool.ts";
 import type { Tensor } from "../../src/models/tensor.ts";
-import { assert, assertEquals } from "../helpers/assert.ts";
+import { assert, assertEquals, rejectionOf } from "../helpers/assert.ts";
 
 const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
 const ADD = fixture("add.onnx");
@@ -24,11 +24,7 @@ const add = (): Record<string, Tensor> => ({
   b: { type: "float32", dims: [1, 3], data: new Float32Array([10, 20, 30]) },
 });
 
-async function failure(promise: Promise<unknown>): Promise<FunctionCallError> {
-  const error = await promise.then(() => undefined, (error) => error);
-  assert(error instanceof FunctionCallError, `expected a FunctionCallError, got ${error}`);
-  return error;
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, FunctionCallError);
 
 Deno.test("a run stuck past its deadline ends its Worker; the replacement serves the next run", async () => {
   const pool = new InferencePool({ workers: 1, timeout: 5000 });

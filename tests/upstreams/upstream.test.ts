@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { serveTarget, type TestServer } from "../helpers/test_server.ts";
+import { serveDropper, serveTarget, type TestServer } from "../helpers/test_server.ts";
 import { until } from "../helpers/wait.ts";
 import { UpstreamConfig } from "../../src/upstreams/config.ts";
 import type { Target } from "../../src/pipeline/stage.ts";
@@ -27,26 +27,6 @@ function backend(name: string, handler?: (request: Request) => Response | Promis
     url: `http://127.0.0.1:${server.addr.port}`,
     paths,
     [Symbol.asyncDispose]: () => server.shutdown(),
-  };
-}
-
-/** A TCP server that closes every connection unanswered (a transport failure), counting them. */
-function dropper() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const seen = { connections: 0 };
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      seen.connections++;
-      conn.close();
-    }
-  })();
-  return {
-    url: `http://127.0.0.1:${listener.addr.port}`,
-    seen,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await accepting;
-    },
   };
 }
 
@@ -104,7 +84,7 @@ class ReloadingProxy implements AsyncDisposable {
 
 Deno.test("a target ejected by passive health stays out after a reload", async () => {
   await using good = backend("good");
-  await using bad = dropper();
+  await using bad = serveDropper();
   await using proxy = new ReloadingProxy();
   const config = {
     targets: [bad.url, good.url],
@@ -124,7 +104,7 @@ Deno.test("a target ejected by passive health stays out after a reload", async (
 });
 
 Deno.test("an open circuit breaker stays open after a reload", async () => {
-  await using bad = dropper();
+  await using bad = serveDropper();
   await using proxy = new ReloadingProxy();
   const config = {
     targets: [bad.url],

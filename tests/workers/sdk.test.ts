@@ -6,7 +6,13 @@
 
 import type { BusMessage } from "../../src/bus/message.ts";
 import { FunctionCallError } from "../../src/functions/call.ts";
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStringIncludes,
+  rejectionOf,
+} from "../helpers/assert.ts";
 import { EXAMPLES, nodeBundle, startWorkers, waitFor } from "./harness.ts";
 
 const SDKS = ["python", "php", "node", "deno"] as const;
@@ -19,15 +25,7 @@ const FAILURES: Record<(typeof SDKS)[number], { type: string; where: RegExp }> =
   deno: { type: "RangeError", where: /worker\.ts:\d+/ },
 };
 
-async function failure(promise: Promise<unknown>): Promise<FunctionCallError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof FunctionCallError) return error;
-    throw error;
-  }
-  throw new Error("expected the call to fail");
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, FunctionCallError);
 
 Deno.test("every SDK registers, answers, fails with a traceback, honours deadlines and uses the bus", async (t) => {
   await using workers = await startWorkers([

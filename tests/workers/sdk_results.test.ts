@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import { FunctionCallError } from "../../src/functions/call.ts";
-import { assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
+import { assertEquals, assertMatch, assertStringIncludes, rejectionOf } from "../helpers/assert.ts";
 import { nodeBundle, startWorkers } from "./harness.ts";
 
 const FIXTURES = join(import.meta.dirname!, "fixtures");
@@ -44,15 +44,7 @@ const UNENCODABLE: Record<(typeof SDKS)[number], Record<string, RegExp>> = {
   },
 };
 
-async function failure(promise: Promise<unknown>): Promise<FunctionCallError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof FunctionCallError) return error;
-    throw error;
-  }
-  throw new Error("expected the call to fail");
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, FunctionCallError);
 
 Deno.test("a result JSON cannot carry fails that call only, in every SDK", async (t) => {
   await using workers = await startWorkers([
