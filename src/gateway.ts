@@ -31,7 +31,8 @@ import { RateLimitPool } from "./pipeline/rate_limit.ts";
 import { PluginHost } from "./plugins/host.ts";
 import { buildListenerApp } from "./router/app.ts";
 import { buildRouteTable } from "./router/table.ts";
-import { type GatewayConfig, loadGatewayConfig } from "./sections.ts";
+import { GatewayConfig, loadGatewayConfig } from "./sections.ts";
+import { TrustedProxies } from "./security/trusted_proxies.ts";
 import { createHttp1Client } from "./upstreams/http1_client.ts";
 import { UpstreamSet } from "./upstreams/set.ts";
 import { VERSION } from "./version.ts";
@@ -312,7 +313,8 @@ export class Gateway {
             routes,
             metrics: this.#httpMetrics,
             accessLog: config.log.access,
-            trustProxy: config.security.trustProxy,
+            redactQuery: config.log.redactQuery,
+            trustedProxies: new TrustedProxies(config.security.trustedProxies),
           }),
         { bus: this.bus, connections: this.connections, upstreams: this.#upstreams },
       );
@@ -352,7 +354,7 @@ export class Gateway {
     return createAdminApp({
       status: () => this.status(),
       reload: () => this.reload(),
-      config: () => redactSecrets(this.loaded.document),
+      config: () => redactSecrets(this.loaded.document, GatewayConfig),
       metrics: () => this.metrics.render(),
       ready: () => this.#state === "running",
       stop: () => void this.stop(),

@@ -2,7 +2,7 @@
  * Gateway worker SDK for Node (≥ 20) and Deno: register functions and bus
  * subscriptions, then `run()`. The worker connects to the Unix socket in
  * `GATEWAY_SOCKET` and speaks the gateway's worker protocol
- * (docs/worker-protocol.md, version 1). Calls run concurrently (async) up to
+ * (docs/worker-protocol.md, version 2). Calls run concurrently (async) up to
  * `concurrency`; the worker answers heartbeats, reconnects when the socket
  * drops, and on `stop` or SIGTERM finishes its calls in flight and exits 0.
  *
@@ -32,7 +32,7 @@ import { Buffer } from "node:buffer";
 import { createConnection, type Socket } from "node:net";
 import process from "node:process";
 
-const PROTOCOL = 1;
+const PROTOCOL = 2;
 
 /** What a function learns about its call. */
 export interface CallContext {
@@ -286,6 +286,8 @@ export class Worker {
       protocol: PROTOCOL,
       worker: this.name,
       instance: this.instance,
+      // The gateway gives each instance it spawns a secret; without it the hello is refused.
+      secret: process.env.GATEWAY_SECRET ?? "",
       pid: process.pid,
       functions: [...this.#functions.keys()],
       subscriptions: [...this.#subscriptions.keys()],

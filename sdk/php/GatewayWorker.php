@@ -5,7 +5,7 @@
  *
  * A worker registers functions and bus subscriptions, then runs: it connects to
  * the Unix socket in GATEWAY_SOCKET and speaks the gateway's worker protocol
- * (docs/worker-protocol.md, version 1). Calls run one at a time; with
+ * (docs/worker-protocol.md, version 2). Calls run one at a time; with
  * `concurrency: N` the gateway may send N calls ahead, which then wait in the socket
  * (pipelining: more calls/s, but a call may wait behind a slow one; several instances
  * spread calls better). It answers heartbeats,
@@ -83,7 +83,7 @@ final class GatewayEvent
 
 final class GatewayWorker
 {
-    private const PROTOCOL = 1;
+    private const PROTOCOL = 2;
     private const JSON_OUT = JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE
         | JSON_PRESERVE_ZERO_FRACTION;
 
@@ -372,6 +372,8 @@ final class GatewayWorker
         $this->send([
             'type' => 'hello', 'protocol' => self::PROTOCOL, 'worker' => $this->name,
             'instance' => $this->instance, 'pid' => getmypid(),
+            // The gateway gives each instance it spawns a secret; without it the hello is refused.
+            'secret' => (string) getenv('GATEWAY_SECRET'),
             'functions' => array_keys($this->functions), 'subscriptions' => array_keys($this->subscriptions),
             'concurrency' => $this->concurrency, 'codecs' => ['json'],
         ]);

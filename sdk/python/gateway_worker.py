@@ -2,7 +2,7 @@
 
 A worker registers functions and bus subscriptions, then runs: it connects to
 the Unix socket in ``GATEWAY_SOCKET`` and speaks the gateway's worker protocol
-(docs/worker-protocol.md, version 1). Calls run in a thread pool of
+(docs/worker-protocol.md, version 2). Calls run in a thread pool of
 ``concurrency`` threads (default: ``GATEWAY_CONCURRENCY``, the config's
 per-instance concurrency). The worker answers heartbeats, reconnects when the
 socket drops, and on ``stop`` or SIGTERM finishes its calls in flight and
@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["Worker", "CallError", "Context", "Event"]
 
-PROTOCOL = 1
+PROTOCOL = 2
 _HEADER = struct.Struct(">I")
 
 
@@ -287,6 +287,8 @@ class Worker:
         self._send({
             "type": "hello", "protocol": PROTOCOL, "worker": self.name,
             "instance": self.instance, "pid": os.getpid(),
+            # The gateway gives each instance it spawns a secret; without it the hello is refused.
+            "secret": os.environ.get("GATEWAY_SECRET", ""),
             "functions": sorted(self._functions), "subscriptions": sorted(self._subscriptions),
             "concurrency": self.concurrency, "codecs": ["json"],
         })

@@ -24,6 +24,7 @@ import { Buffer } from "node:buffer";
 import { readFileSync } from "node:fs";
 import { getLogger } from "@logtape/logtape";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { redactUrl } from "../admin/secrets.ts";
 import type { MqttBridgeConfig, MqttBridgeMapping } from "./config.ts";
 import type { ForwardQueue, OutboundMessage } from "./queue.ts";
 import { filterMatches } from "./topic_match.ts";
@@ -95,12 +96,15 @@ export class Bridge {
   #lastError?: string;
   #connectedSince?: number;
   readonly #options: IClientOptions;
+  /** The URL as logs and `GET /mqtt` show it: without the password of its userinfo. */
+  readonly #shownUrl: string;
 
   constructor(
     readonly name: string,
     readonly config: MqttBridgeConfig,
     readonly deps: BridgeDeps,
   ) {
+    this.#shownUrl = redactUrl(config.url);
     this.#options = {
       clientId: config.clientId ?? `gateway-${name}`,
       username: config.username,
@@ -122,7 +126,7 @@ export class Bridge {
   snapshot(): Record<string, unknown> {
     const oldest = this.deps.queue.oldestAt;
     return {
-      url: this.config.url,
+      url: this.#shownUrl,
       state: this.#state,
       connectedSince: this.#connectedSince ?? null,
       lastError: this.#lastError ?? null,
@@ -204,7 +208,7 @@ export class Bridge {
       this.#lastError = undefined;
       logger.info("bridge {bridge} connected to {url}", {
         bridge: this.name,
-        url: this.config.url,
+        url: this.#shownUrl,
       });
       for (const mapping of this.config.in) {
         client.subscribe(mapping.topic, { qos: mapping.qos }, (error) => {
@@ -251,7 +255,7 @@ export class Bridge {
       const delay = Math.max(0, base * (1 + jitter * (2 * Math.random() - 1)));
       logger.warn("bridge {bridge}: disconnected from {url} ({error}); retrying in {delay} ms", {
         bridge: this.name,
-        url: this.config.url,
+        url: this.#shownUrl,
         error: this.#lastError ?? "closed",
         delay: Math.round(delay),
       });

@@ -15,6 +15,11 @@
  *   ack, so the publisher sends it again later.
  * - A denied publish disconnects the client (MQTT 3.1.1 has no negative
  *   PUBACK, MQTT-3.3.5-2); a denied subscription gets return code 0x80.
+ * - Until its CONNECT is accepted a stream may send packets of at most
+ *   {@link CONNECT_PACKET_LIMIT} bytes, then `maxPacketSize`; a larger packet
+ *   closes it as soon as its fixed header arrives ({@link PacketLimit}).
+ * - An empty client id with clean session 0 gets CONNACK 2, identifier
+ *   rejected (MQTT-3.1.3-8): it would leave a session no one can resume.
  *
  * @module
  */
@@ -32,10 +37,13 @@ import type { Authenticator } from "./auth.ts";
 import type { OutboundMessage } from "./queue.ts";
 import { QueueFullError } from "./queue.ts";
 import type { KvPersistence } from "./persistence.ts";
+import { limitPackets, PacketLimit } from "./packet_limit.ts";
 
 const logger = getLogger(["gateway", "mqtt", "broker"]);
 /** Milliseconds between samples of the streams' byte counts. */
 const SAMPLE_INTERVAL = 1000;
+/** The largest packet (remaining length, bytes) a client may send before its CONNECT is accepted. */
+export const CONNECT_PACKET_LIMIT = 64 * 1024;
 
 /** A byte stream the broker serves, with running byte counts. */
 export type MqttStream = Duplex & { readonly bytesRead: number; readonly bytesWritten: number };
@@ -75,14 +83,15 @@ export interface BrokerCounters {
 interface Tracked {
   stream: MqttStream;
   connection: Connection;
+  limit: PacketLimit;
   read: number;
   written: number;
 }
 
-/** The error aedes turns into CONNACK return code 4 (bad user name or password). */
-function badCredentials(): AuthenticateError {
-  const error = new Error("bad user name or password") as AuthenticateError;
-  error.returnCode = 4;
+/** The error aedes turns into CONNACK return code `returnCode`. */
+function refusal(returnCode: 2 | 4, message: string): AuthenticateError {
+  const error = new Error(message) as AuthenticateError;
+  error.returnCode = returnCode;
   return error;
 }
 
@@ -111,6 +120,7 @@ function badCredentials(): AuthenticateError {
  *   connectTimeout: 30_000,
  *   keepaliveLimit: 0,
  *   maxClientIdLength: 256,
+ *   maxPacketSize: 1024 * 1024,
  *   persistence: new KvPersistence(await Deno.openKv(":memory:"), {
  *     maxQueuedMessages: 1000,
  *     maxRetained: 10_000,
@@ -125,6 +135,8 @@ export class MqttBroker {
   readonly #connections: ConnectionManager;
   readonly #tracked = new Map<Duplex, Tracked>();
   readonly #persistence: KvPersistence;
+  /** Clients whose CONNECT asked for a persistent session with an empty client id. */
+  readonly #anonymousSessions = new WeakSet<Client>();
   #sampler?: ReturnType<typeof setInterval>;
 
   private constructor(
@@ -133,12 +145,22 @@ export class MqttBroker {
     connections: ConnectionManager,
     counters: BrokerCounters,
     persistence: KvPersistence,
+    maxPacketSize: number,
   ) {
     this.aedes = aedes;
     this.#persistence = persistence;
     this.policy = policy;
     this.#connections = connections;
+    aedes.preConnect = (client, packet, done) => {
+      if (packet.clientId === "" && !packet.clean) this.#anonymousSessions.add(client);
+      done(null, true);
+    };
     aedes.authenticate = (client, username, password, done) => {
+      if (this.#anonymousSessions.delete(client)) {
+        counters.denied("connect").inc();
+        logger.warn("client refused: an empty client id needs clean session 1");
+        return done(refusal(2, "an empty client id needs clean session 1"), false);
+      }
       this.policy.auth.check(username, password).then((ok) => {
         if (ok) {
           if (username) (client as BrokerClient).user = username;
@@ -149,7 +171,7 @@ export class MqttBroker {
           clientId: client.id,
           username: username ?? "-",
         });
-        done(badCredentials(), false);
+        done(refusal(4, "bad user name or password"), false);
       }, (error) => done(error, false));
     };
     aedes.authorizePublish = (client, packet, callback) => {
@@ -200,6 +222,10 @@ export class MqttBroker {
         this.#connectionOf(client)?.received(0, 1);
       }
     });
+    aedes.on("connackSent", (connack, client) => {
+      const tracked = this.#tracked.get(client.conn as Duplex);
+      if (connack.returnCode === 0 && tracked) tracked.limit.limit = maxPacketSize;
+    });
     aedes.on("clientError", (client, error) => {
       logger.info("client {clientId}: {error}", { clientId: client.id, error: error.message });
     });
@@ -220,6 +246,7 @@ export class MqttBroker {
       connectTimeout: number;
       keepaliveLimit: number;
       maxClientIdLength: number;
+      maxPacketSize: number;
       persistence: KvPersistence;
     },
   ): Promise<MqttBroker> {
@@ -231,7 +258,14 @@ export class MqttBroker {
       // Slow subscribers are disconnected by their keepalive, not by a drain timer.
       drainTimeout: 0,
     });
-    return new MqttBroker(aedes, policy, connections, counters, options.persistence);
+    return new MqttBroker(
+      aedes,
+      policy,
+      connections,
+      counters,
+      options.persistence,
+      options.maxPacketSize,
+    );
   }
 
   /** Topics holding a retained message. */
@@ -275,7 +309,9 @@ export class MqttBroker {
       stream.destroy();
       return;
     }
-    const tracked: Tracked = { stream, connection: admitted, read: 0, written: 0 };
+    const limit = new PacketLimit(CONNECT_PACKET_LIMIT);
+    limitPackets(stream, limit);
+    const tracked: Tracked = { stream, connection: admitted, limit, read: 0, written: 0 };
     this.#tracked.set(stream, tracked);
     stream.once("close", () => {
       this.#sample(tracked);

@@ -138,7 +138,15 @@ export const MqttConfig = z.strictObject({
     "largest keepalive (seconds) a client may ask for; 0 = any",
   ),
   maxClientIdLength: z.number().int().min(1).max(65535).default(256),
-  connectTimeout: Duration.default(30_000),
+  connectTimeout: Duration.default(10_000).refine((ms) => ms <= 60_000, {
+    message:
+      "connectTimeout is at most 60s (a client holds a connection that long unauthenticated)",
+  }).describe("time from accepting a connection to its CONNECT packet"),
+  maxPacketSize: Size.default(1024 * 1024).refine((bytes) => bytes >= 1 && bytes <= 268_435_455, {
+    message: "maxPacketSize is 1 to 268435455 bytes (the largest MQTT packet)",
+  }).describe(
+    "largest packet a client may send once connected (before its CONNECT is accepted: 64KiB); a larger one closes the connection",
+  ),
   sessions: MqttSessionsConfig.prefault({}).describe(
     "persistent sessions and retained messages, stored in <storage.dataDir>/mqtt-sessions.sqlite3",
   ),

@@ -23,6 +23,7 @@ import type { Bus } from "../bus/bus.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
 import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
+import { openPrivateKv } from "../storage/private_kv.ts";
 import { Acl } from "./acl.ts";
 import { Authenticator } from "./auth.ts";
 // aedes and mqtt.js are loaded when a config first asks for the broker or a bridge, so a gateway
@@ -207,7 +208,7 @@ export class MqttModule
         const { MqttBroker } = await import("./broker.ts");
         const { KvPersistence } = await import("./persistence.ts");
         await Deno.mkdir(context.dataDir, { recursive: true });
-        const kv = await Deno.openKv(join(context.dataDir, SESSIONS_FILE));
+        const kv = await openPrivateKv(join(context.dataDir, SESSIONS_FILE));
         const persistence = new KvPersistence(kv, mqtt.sessions, (what, count) => {
           this.#sessionsDropped.labels({ what }).inc(count);
         });
@@ -381,7 +382,7 @@ export class MqttModule
     let kv = this.#stores.get(path);
     if (!kv) {
       await Deno.mkdir(dirname(path), { recursive: true });
-      kv = await Deno.openKv(path);
+      kv = await openPrivateKv(path);
       this.#stores.set(path, kv);
     }
     return kv;

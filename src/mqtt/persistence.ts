@@ -367,9 +367,19 @@ export class KvPersistence {
     return Promise.resolve(entry.packet);
   }
 
-  /** The messages queued for `client`, oldest first. */
+  /**
+   * The messages queued for `client`, oldest first. A publish that has a packet
+   * id was sent before (aedes gives the id as it sends): it goes again with
+   * DUP=1 (MQTT-3.3.1-1), which aedes does not set itself (moscajs/aedes#601).
+   */
   outgoingStream(client: SessionClient): Readable {
-    return Readable.from((this.#queues.get(client.id) ?? []).map((entry) => entry.packet));
+    return Readable.from(
+      (this.#queues.get(client.id) ?? []).map(({ packet }) =>
+        packet.cmd === "publish" && packet.messageId !== undefined
+          ? { ...packet, dup: true }
+          : packet
+      ),
+    );
   }
 
   /** Keeps an inbound QoS 2 message until its PUBREL (in memory only). */

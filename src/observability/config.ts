@@ -6,6 +6,7 @@
 
 import { z } from "zod";
 import type { ConfigSection } from "../config/section.ts";
+import { DEFAULT_REDACT_QUERY } from "../admin/secrets.ts";
 
 /** Logging. */
 export const LogConfig = z.strictObject({
@@ -14,6 +15,9 @@ export const LogConfig = z.strictObject({
     "auto: readable text on a terminal, JSON lines otherwise",
   ),
   access: z.boolean().default(true).describe("one log line per request"),
+  redactQuery: z.array(z.string().min(1)).default([...DEFAULT_REDACT_QUERY]).describe(
+    "query parameters whose values the access log shows as [redacted] (names compared without case)",
+  ),
 });
 
 /** The validated `log` section. */

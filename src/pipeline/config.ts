@@ -29,7 +29,10 @@ export const LimitsConfig = z.strictObject({
   maxHeaderCount: z.number().int().positive().optional().describe("431 above this many headers"),
 });
 
-/** Cross-origin resource sharing for a route. */
+/**
+ * Cross-origin resource sharing for a route. `credentials: true` needs a list
+ * of origins: with `"*"` the config is refused.
+ */
 export const CorsConfig = z.strictObject({
   origins: z.array(z.string()).min(1).default(["*"]),
   methods: z.array(Method).optional(),
@@ -37,6 +40,10 @@ export const CorsConfig = z.strictObject({
   exposeHeaders: z.array(z.string()).optional(),
   credentials: z.boolean().default(false),
   maxAge: z.number().int().nonnegative().optional().describe("seconds"),
+}).refine((cors) => !(cors.credentials && cors.origins.includes("*")), {
+  path: ["credentials"],
+  message: 'credentials: true with origins ["*"] would let every website send ' +
+    "credentialed requests and read the answers: list the allowed origins instead",
 });
 
 /** Request size limits, validated. */

@@ -19,7 +19,7 @@ const HOST_LABELS = "[a-z0-9-]+(?:\\.[a-z0-9-]+)*";
 
 /**
  * Creates the CORS stage of one route. `Access-Control-Allow-Origin` is `*`
- * when any origin is allowed without credentials; otherwise it echoes the
+ * when any origin is allowed (the config refuses that with credentials); otherwise it echoes the
  * request's origin and responses carry `Vary: Origin`. Preflights without
  * configured `methods` or `headers` allow what they ask for.
  *
@@ -50,7 +50,7 @@ export function createCorsStage(config: CorsConfig): Stage {
   }
   const isAllowed = (origin: string) =>
     anyOrigin || exactOrigins.has(origin) || originPatterns.some((re) => re.test(origin));
-  const echoesOrigin = !anyOrigin || config.credentials;
+  const echoesOrigin = !anyOrigin;
 
   const actualHeaders: [string, string][] = [];
   if (config.credentials) actualHeaders.push(["access-control-allow-credentials", "true"]);

@@ -28,10 +28,12 @@ export interface RequestState {
   route: RouteInfo;
   /** From the client's `X-Request-Id` when it is well-formed, else generated. */
   readonly requestId: string;
-  /** The client's address (from X-Forwarded-For when `security.trustProxy`). */
+  /** The client's address (from X-Forwarded-For when the peer is in `security.trustedProxies`). */
   readonly clientIp: string;
   /** The address of the peer on the socket (a proxy in front, when there is one). */
   readonly peerAddress: string;
+  /** Whether the peer is in `security.trustedProxies`: its forwarding headers are believed. */
+  readonly peerTrusted: boolean;
   /** Set by the upstream target: which server answered, for the access log. */
   upstreamTarget?: string;
 }

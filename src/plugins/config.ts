@@ -34,7 +34,8 @@ export const PluginsConfig = z.strictObject({
   grants: z.record(PluginName, PluginGrantConfig).default({}).describe(
     "per plugin, the most it may be given; nothing is granted by default, 'run' and 'ffi' never",
   ),
-  settings: z.record(PluginName, z.unknown()).default({}).describe(
+  // Only each plugin's own schema knows which settings are keys: GET /config shows none.
+  settings: z.record(PluginName, z.unknown()).meta({ secret: true }).default({}).describe(
     "per plugin, its settings (ctx.config), checked against the plugin's own schema",
   ),
   debounce: Duration.default(150).describe("how long the plugins directory must be quiet"),

@@ -33,6 +33,7 @@ import { Restarter } from "../supervision/restart.ts";
 import { CallStats, type PartProblem, type PartStatus } from "../supervision/stats.ts";
 import { PluginError, PluginSandbox, type SandboxServices } from "./sandbox.ts";
 import { watchDebounced } from "../util/watch.ts";
+import { openPrivateKv } from "../storage/private_kv.ts";
 
 const logger = getLogger(["gateway", "plugins"]);
 /** How long a call may take when nothing set a deadline (outside hooks: init, onMessage). */
@@ -826,7 +827,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
 
   #store(): Promise<Deno.Kv> {
     return this.#kv ??= Deno.mkdir(this.#dataDir, { recursive: true }).then(() =>
-      Deno.openKv(join(this.#dataDir, "plugins.kv"))
+      openPrivateKv(join(this.#dataDir, "plugins.kv"))
     );
   }
 }

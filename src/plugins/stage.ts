@@ -11,6 +11,7 @@
  */
 
 import { errorResponse, GatewayError } from "../errors.ts";
+import { withoutConnectionNamed } from "../upstreams/hop_by_hop.ts";
 import type { GatewayContext, Stage } from "../pipeline/stage.ts";
 import type { PluginHost, PluginSlot } from "./host.ts";
 import type { BodyData, HookResult, RequestData } from "./messages.ts";
@@ -133,6 +134,8 @@ export function createPluginStage(
     }
     slots.sort((a, b) => (b.active!.info!.priority) - (a.active!.info!.priority));
     const deadline = () => Date.now() + host.config.hookTimeout;
+    // A client may not name, in its Connection header, a header a plugin adds.
+    c.req.raw = withoutConnectionNamed(c.req.raw);
     let request = requestData(c, c.req.raw);
     const ran: PluginSlot[] = [];
     const states = new Map<PluginSlot, unknown>();

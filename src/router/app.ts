@@ -16,6 +16,10 @@ import type { GatewayEnv, RequestState, RouteInfo } from "../pipeline/stage.ts";
 import { errorResponse, GatewayError } from "../errors.ts";
 import type { HttpMetrics } from "../observability/http_metrics.ts";
 import { type CompiledRoute, sortRoutes } from "./route.ts";
+import { canonicalPath } from "./canonical_path.ts";
+import { checkHost } from "./host.ts";
+import { DEFAULT_REDACT_QUERY, redactUrl } from "../admin/secrets.ts";
+import type { TrustedProxies } from "../security/trusted_proxies.ts";
 
 /** How the listener handler behaves. */
 export interface ListenerAppOptions {
@@ -24,8 +28,10 @@ export interface ListenerAppOptions {
   metrics: HttpMetrics;
   /** Write one access-log line per request. */
   accessLog: boolean;
-  /** Take the client address from X-Forwarded-For. */
-  trustProxy: boolean;
+  /** Query parameters the access log masks (`log.redactQuery`; default its default). */
+  redactQuery?: readonly string[];
+  /** Proxies whose X-Forwarded-For gives the client address (`security.trustedProxies`). */
+  trustedProxies: TrustedProxies;
 }
 
 /** A request handler with Deno.serve's signature. */
@@ -46,7 +52,7 @@ class ListenerRequestState implements RequestState {
   constructor(
     readonly request: Request,
     readonly info: Deno.ServeHandlerInfo,
-    readonly trustProxy: boolean,
+    readonly proxies: TrustedProxies,
     public route: RouteInfo,
   ) {}
 
@@ -59,13 +65,15 @@ class ListenerRequestState implements RequestState {
   }
 
   get clientIp(): string {
-    if (this.#clientIp === undefined) {
-      const forwarded = this.trustProxy
-        ? this.request.headers.get("x-forwarded-for")?.split(",")[0].trim()
-        : undefined;
-      this.#clientIp = forwarded || this.peerAddress;
-    }
+    this.#clientIp ??= this.proxies.clientAddress(
+      this.peerAddress,
+      this.peerTrusted ? this.request.headers.get("x-forwarded-for") : null,
+    );
     return this.#clientIp;
+  }
+
+  get peerTrusted(): boolean {
+    return this.proxies.trusts(this.peerAddress);
   }
 
   get peerAddress(): string {
@@ -75,11 +83,30 @@ class ListenerRequestState implements RequestState {
 }
 
 /**
+ * The request as routing, plugins, logs and targets see it: its Host checked
+ * and its path canonical ({@link canonicalPath}); the same object when the
+ * path already is. Throws a 400 {@link GatewayError} for a bad Host or path.
+ */
+function enteredRequest(request: Request): Request {
+  const url = request.url;
+  const hostStart = url.indexOf("//") + 2;
+  const pathStart = url.indexOf("/", hostStart);
+  checkHost(request.headers.get("host"), url.slice(hostStart, pathStart), url.startsWith("https:"));
+  const queryStart = url.indexOf("?", pathStart);
+  const path = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
+  const canonical = canonicalPath(path);
+  if (canonical === path) return request;
+  const query = queryStart < 0 ? "" : url.slice(queryStart);
+  return new Request(url.slice(0, pathStart) + canonical + query, request);
+}
+
+/**
  * Builds the handler for one listener from the routes that serve on it.
  *
  * @example
  * ```ts
  * import { buildListenerApp } from "./app.ts";
+ * import { TrustedProxies } from "../security/trusted_proxies.ts";
  * import { HttpMetrics } from "../observability/http_metrics.ts";
  * import { MetricsRegistry } from "../observability/metrics.ts";
  * const handler = buildListenerApp({
@@ -87,14 +114,15 @@ class ListenerRequestState implements RequestState {
  *   routes: [],
  *   metrics: new HttpMetrics(new MetricsRegistry()),
  *   accessLog: false,
- *   trustProxy: false,
+ *   trustedProxies: new TrustedProxies([]),
  * });
  * const server = Deno.serve({ port: 0, onListen() {} }, handler);
  * await server.shutdown();
  * ```
  */
 export function buildListenerApp(options: ListenerAppOptions): ServeHandler {
-  const { listener, metrics, accessLog, trustProxy } = options;
+  const { listener, metrics, accessLog, redactQuery = DEFAULT_REDACT_QUERY, trustedProxies } =
+    options;
   const app = new Hono<GatewayEnv>();
   const unmatched: RouteInfo = { name: "-", listener };
   const inFlight = metrics.inFlight(listener);
@@ -132,7 +160,7 @@ export function buildListenerApp(options: ListenerAppOptions): ServeHandler {
           listener,
           route: state.route.name,
           method: request.method,
-          url: request.url,
+          url: redactUrl(request.url, redactQuery),
           status: response.status,
           bytes: Number(response.headers.get("content-length") ?? NaN) || undefined,
           durationMs: Math.round(seconds * 10_000) / 10,
@@ -144,10 +172,17 @@ export function buildListenerApp(options: ListenerAppOptions): ServeHandler {
     return response;
   };
 
-  return (request, info) => {
+  return (raw, info) => {
     const started = performance.now();
-    const state = new ListenerRequestState(request, info, trustProxy, unmatched);
     inFlight.inc();
+    let request: Request;
+    try {
+      request = enteredRequest(raw);
+    } catch (error) {
+      const refused = new ListenerRequestState(raw, info, trustedProxies, unmatched);
+      return finish(refused, started, errorResponse(error, refused.requestId));
+    }
+    const state = new ListenerRequestState(request, info, trustedProxies, unmatched);
     const response = app.fetch(request, state);
     return response instanceof Promise
       ? response.then((res) => finish(state, started, res))

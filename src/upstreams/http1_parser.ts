@@ -141,6 +141,8 @@ function parseHeadText(text: string): ResponseHead {
     }
   }
   const hasTransferEncoding = transferEncoding.length > 0;
+  // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, which must not be forwarded.
+  if (hasTransferEncoding && contentLength !== -1) headers.delete("content-length");
   const chunked = hasTransferEncoding && lastToken(transferEncoding) === "chunked";
   const closeRequested = hasToken(connection, "close");
   const keepAlive = !closeRequested && (!http10 || hasToken(connection, "keep-alive")) &&

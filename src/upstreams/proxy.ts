@@ -10,6 +10,7 @@ import { errorResponse, GatewayError } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 import { type UpstreamClient, UpstreamError } from "./client.ts";
 import type { Upstream, UpstreamTarget } from "./upstream.ts";
+import { connectionNamed, isHopByHop, withoutConnectionNamed } from "./hop_by_hop.ts";
 
 /** A route's upstream target settings (the `target` of a route in the config). */
 export interface UpstreamRouteTarget {
@@ -21,35 +22,25 @@ export interface UpstreamRouteTarget {
   preserveHost?: boolean;
 }
 
-/** Connection-level headers that never cross a proxy (RFC 9110, 7.6.1), besides `proxy-*`. */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
-
 /** Methods a retry may repeat (RFC 9110, 9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
-/** Whether a header stops at this hop: hop-by-hop, `proxy-*`, or named in `Connection`. */
-function hopByHop(connection: string | null): (name: string) => boolean {
-  const named = connection === null
-    ? undefined
-    : new Set(connection.toLowerCase().split(",").map((token) => token.trim()));
-  return (name) => HOP_BY_HOP.has(name) || name.startsWith("proxy-") || named?.has(name) === true;
-}
-
-/** Copies the request's headers without the ones that stop at this hop. */
+/**
+ * Copies the request's headers without the hop-by-hop ones. The headers the
+ * client's `Connection` named are gone already (removed where the request
+ * entered); plugins may have added headers of the same names since.
+ */
 function endToEndHeaders(source: Headers): Headers {
-  const dropped = hopByHop(source.get("connection"));
   const headers = new Headers();
   for (const [name, value] of source) {
-    if (!dropped(name)) headers.append(name, value);
+    if (!isHopByHop(name)) headers.append(name, value);
   }
   return headers;
+}
+
+/** An address as a `Forwarded` node (RFC 7239, 6): IPv6 quoted in brackets. */
+function forwardedNode(address: string): string {
+  return address.includes(":") ? `"[${address}]"` : address;
 }
 
 /**
@@ -84,7 +75,9 @@ const UPSTREAM_FAILURES: Record<UpstreamError["kind"], [number, string, string]>
  * Creates the target that proxies a route's requests to `upstream`.
  *
  * Request and response bodies stream through. Hop-by-hop headers are
- * dropped both ways; `X-Forwarded-For` gets the client address appended,
+ * dropped both ways. `X-Forwarded-For` and `Forwarded` get the peer's address
+ * appended when the peer is a trusted proxy and are replaced by it otherwise;
+ * `X-Real-IP` is the client address (see `security.trustedProxies`);
  * `X-Forwarded-Proto` and `X-Forwarded-Host` tell how the client reached
  * the gateway, and `Via: 1.1 gateway` is appended.
  *
@@ -127,7 +120,11 @@ export function createUpstreamTarget(
   const prefix = route.stripPrefix?.replace(/\/+$/, "") ?? "";
   const preserveHost = route.preserveHost ?? false;
 
-  /** The path and query to request upstream, with the prefix stripped. */
+  /**
+   * The path and query to request upstream, with the prefix stripped. The
+   * path is the canonical one the request was routed by (the listener made it
+   * so, see router/canonical_path.ts), which `new URL` keeps unchanged.
+   */
   function upstreamPath(url: string, pathStart: number): string {
     const path = url.slice(pathStart);
     if (prefix === "" || !path.startsWith(prefix)) return path;
@@ -148,9 +145,9 @@ export function createUpstreamTarget(
     requestId: string,
   ): Response {
     const { headers } = response;
-    const dropped = hopByHop(headers.get("connection"));
+    const named = connectionNamed(headers.get("connection"));
     for (const name of [...headers.keys()]) {
-      if (dropped(name)) headers.delete(name);
+      if (isHopByHop(name) || named?.has(name)) headers.delete(name);
     }
     headers.set("x-request-id", requestId);
     if (response.body === null || !releaseAfterBody) {
@@ -168,19 +165,29 @@ export function createUpstreamTarget(
   }
 
   return async (c: GatewayContext): Promise<Response> => {
-    const request = c.req.raw;
+    // The client's Connection-named headers go (a plugin's headers of the same name stay:
+    // the plugin stage removed the client's before any plugin ran).
+    const request = withoutConnectionNamed(c.req.raw);
     const url = request.url;
     const hostStart = url.indexOf("//") + 2;
     const pathStart = url.indexOf("/", hostStart);
     const path = upstreamPath(url, pathStart);
-    const clientHost = request.headers.get("host") ?? url.slice(hostStart, pathStart);
+    // The authority the request was checked and routed with (the Host header, or an
+    // absolute-form request target's).
+    const clientHost = url.slice(hostStart, pathStart);
 
     const headers = endToEndHeaders(request.headers);
-    const forwardedFor = request.headers.get("x-forwarded-for");
+    // A trusted proxy's forwarding headers are extended; anyone else's are replaced.
+    const { peerAddress, peerTrusted } = c.env;
+    const forwardedFor = peerTrusted ? request.headers.get("x-forwarded-for") : null;
     headers.set(
       "x-forwarded-for",
-      forwardedFor === null ? c.env.peerAddress : `${forwardedFor}, ${c.env.peerAddress}`,
+      forwardedFor === null ? peerAddress : `${forwardedFor}, ${peerAddress}`,
     );
+    const forwarded = peerTrusted ? request.headers.get("forwarded") : null;
+    const node = `for=${forwardedNode(peerAddress)}`;
+    headers.set("forwarded", forwarded === null ? node : `${forwarded}, ${node}`);
+    headers.set("x-real-ip", c.env.clientIp);
     headers.set("x-forwarded-proto", url.startsWith("https:") ? "https" : "http");
     headers.set("x-forwarded-host", clientHost);
     const via = request.headers.get("via");

@@ -31,7 +31,7 @@ export const WorkerConfig = z.strictObject({
   cwd: z.string().optional().describe(
     "working directory, relative to the config file (default: the config file's directory)",
   ),
-  env: z.record(z.string(), z.string()).default({}).describe(
+  env: z.record(z.string(), z.string()).meta({ secret: true }).default({}).describe(
     "extra environment variables ('env:NAME' reads the gateway's); GATEWAY_* are set by the gateway",
   ),
   instances: z.number().int().min(1).max(256).default(1),

@@ -1,6 +1,7 @@
 /**
  * One process of a language worker: spawned with `Deno.Command` and the
- * `GATEWAY_*` environment (socket, worker, instance, concurrency), its
+ * `GATEWAY_*` environment (socket, worker, instance, concurrency, and a
+ * secret of its own that its `hello` must repeat), its
  * stdout and stderr lines logged with the worker and instance, its `hello`
  * awaited within `startTimeout`, pinged every `heartbeat` (a
  * {@link Heartbeat}), its calls in flight in a {@link PendingCalls} table
@@ -19,6 +20,8 @@ import type { WorkerConnection } from "./connection.ts";
 import type { FrameMessage } from "./frame.ts";
 import { Heartbeat } from "../supervision/heartbeat.ts";
 import { PendingCalls } from "../supervision/pending.ts";
+import { encodeHex } from "../util/hex.ts";
+import { timingSafeEqual } from "../util/timing_safe_equal.ts";
 import type { PoolMember } from "../supervision/pool.ts";
 import type { CallStats } from "../supervision/stats.ts";
 import {
@@ -119,6 +122,8 @@ export class WorkerInstance implements PoolMember {
   readonly #ready = Promise.withResolvers<void>();
   readonly #source: MessageSource;
   readonly #stderrTail: string[] = [];
+  /** 32 random bytes as hex, in `GATEWAY_SECRET`: only the spawned process knows it. */
+  readonly #secret = encodeHex(crypto.getRandomValues(new Uint8Array(32)));
   #connection?: WorkerConnection;
   #nextPing = 1;
   #waitTimer?: ReturnType<typeof setTimeout>;
@@ -162,6 +167,7 @@ export class WorkerInstance implements PoolMember {
           GATEWAY_WORKER: config.name,
           GATEWAY_INSTANCE: String(index),
           GATEWAY_CONCURRENCY: String(config.concurrency),
+          GATEWAY_SECRET: this.#secret,
         },
         stdin: "null",
         stdout: "piped",
@@ -212,6 +218,11 @@ export class WorkerInstance implements PoolMember {
   /** Whether it waits for a `hello` (first, or again after its connection dropped). */
   get awaitingHello(): boolean {
     return this.state === "starting" || this.state === "disconnected";
+  }
+
+  /** Whether `hello` carries this instance's secret (compared in constant time). */
+  owns(hello: Hello): boolean {
+    return timingSafeEqual(hello.secret, this.#secret);
   }
 
   /** Takes over the connection on which this instance said `hello`, and welcomes it. */

@@ -10,7 +10,7 @@
 import type { FrameMessage } from "./frame.ts";
 
 /** The protocol version this gateway speaks. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** A call or result id: unique among the sender's calls in flight. */
 export type CallId = string | number;
@@ -28,6 +28,8 @@ export interface Hello {
   protocol: number;
   worker: string;
   instance: number;
+  /** The instance's `GATEWAY_SECRET`: proves the connection comes from the process the gateway spawned. */
+  secret: string;
   pid: number;
   functions: string[];
   subscriptions: string[];
@@ -249,7 +251,7 @@ class Fields {
  * ```ts
  * import { parseHello } from "./protocol.ts";
  * parseHello({
- *   type: "hello", protocol: 1, worker: "orders", instance: 0, pid: 42,
+ *   type: "hello", protocol: 2, worker: "orders", instance: 0, secret: "5f3c…", pid: 42,
  *   functions: ["create"], subscriptions: [], concurrency: 4, codecs: ["json"],
  * }).functions; // ["create"]
  * ```
@@ -279,6 +281,7 @@ export function parseHello(message: FrameMessage): Hello {
     protocol,
     worker: fields.string("worker"),
     instance: fields.count("instance", 0),
+    secret: fields.string("secret"),
     pid: fields.count("pid", 0),
     functions,
     subscriptions: fields.strings("subscriptions"),

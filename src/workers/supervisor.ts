@@ -9,13 +9,14 @@
  * changed worker that cannot start refuses the config, and an unchanged one
  * that is failing is started afresh without blocking it. One Unix socket
  * serves every worker; each connection names
- * its worker and instance in its `hello`. Admin endpoints: `GET /workers`,
+ * its worker and instance, and proves it with the instance's secret, in its
+ * `hello`. Admin endpoints: `GET /workers`,
  * `GET /workers/:name`, `POST /workers/:name/restart` (rolling).
  *
  * @module
  */
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { getLogger } from "@logtape/logtape";
 import type { Hono } from "hono";
 import type { Bus } from "../bus/bus.ts";
@@ -36,21 +37,37 @@ const SUN_PATH_MAX = 107;
 /** Frames before a `hello` are small; this bounds what an unknown peer can make us buffer. */
 const HELLO_MAX_FRAME = 1024 * 1024;
 const HELLO_TIMEOUT_MS = 10_000;
+const REFUSAL_LOG_INTERVAL_MS = 1000;
 
 /**
- * The socket path for a data directory: `<dataDir>/workers.sock`, or one in
- * the temporary directory when that is longer than a Unix socket path may be.
+ * Makes the private directory the workers socket is bound in and returns the
+ * socket's path: `<dataDir>/sockets/workers.sock`, or, when that is longer
+ * than a Unix socket path may be, `workers.sock` in a fresh directory under
+ * the temporary directory. Either directory has mode 0700 and belongs to
+ * this user before anything is bound in it, so no other user can connect
+ * (`Deno.listen` takes no mode; `Deno.umask` is unstable and process-wide).
+ * Throws when `<dataDir>/sockets` is not a directory of this user.
  *
  * @example
  * ```ts
  * import { workerSocketPath } from "./supervisor.ts";
- * workerSocketPath("/var/lib/gateway"); // "/var/lib/gateway/workers.sock"
+ * await workerSocketPath(Deno.makeTempDirSync()); // "/tmp/…/sockets/workers.sock"
  * ```
  */
-export function workerSocketPath(dataDir: string): string {
-  const path = join(dataDir, "workers.sock");
-  if (new TextEncoder().encode(path).length <= SUN_PATH_MAX) return path;
-  return join(Deno.env.get("TMPDIR") ?? "/tmp", `gateway-${Deno.pid}-workers.sock`);
+export async function workerSocketPath(dataDir: string): Promise<string> {
+  const dir = join(dataDir, "sockets");
+  const path = join(dir, "workers.sock");
+  if (new TextEncoder().encode(path).length > SUN_PATH_MAX) {
+    // mkdtemp: a new directory, mode 0700, that no one else can have made in advance.
+    return join(await Deno.makeTempDir({ prefix: "gateway-workers-" }), "workers.sock");
+  }
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await Deno.lstat(dir);
+  if (!info.isDirectory || (info.uid !== null && info.uid !== Deno.uid())) {
+    throw new Error(`workers socket: ${dir} is not a directory of this user; not using it`);
+  }
+  await Deno.chmod(dir, 0o700);
+  return path;
 }
 
 /**
@@ -86,6 +103,8 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
   #server?: StreamServer;
   #socketPath?: string;
   #stopped?: Promise<void>;
+  #refusalLoggedAt = -Infinity;
+  #refusalsUnlogged = 0;
 
   constructor(bus: Bus, registry: MetricsRegistry) {
     this.#bus = bus;
@@ -165,7 +184,11 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
       await Promise.all([...this.#all].map((worker) => worker.stop()));
       await Promise.all(this.#retiring);
       await this.#server?.stop();
-      if (this.#socketPath) await Deno.remove(this.#socketPath).catch(() => {});
+      if (this.#socketPath) {
+        await Deno.remove(this.#socketPath).catch(() => {});
+        // The private directory goes too when nothing else is in it.
+        await Deno.remove(dirname(this.#socketPath)).catch(() => {});
+      }
     })();
     return this.#stopped;
   }
@@ -207,8 +230,7 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
 
   async #listen(dataDir: string): Promise<void> {
     if (this.#server) return;
-    const path = workerSocketPath(dataDir);
-    await Deno.mkdir(join(path, ".."), { recursive: true });
+    const path = await workerSocketPath(dataDir);
     await claimSocketPath(path, "workers socket");
     const listener = Deno.listen({ transport: "unix", path });
     await Deno.chmod(path, 0o600);
@@ -219,13 +241,33 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
   }
 
   /**
+   * Logs a refused connection, at most once per {@link REFUSAL_LOG_INTERVAL_MS}
+   * with the count of those not logged since, so a local process that
+   * connects in a loop cannot flood the log.
+   */
+  #logRefusal(message: string): void {
+    const now = Date.now();
+    if (now - this.#refusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) {
+      this.#refusalsUnlogged++;
+      return;
+    }
+    const unlogged = this.#refusalsUnlogged;
+    this.#refusalLoggedAt = now;
+    this.#refusalsUnlogged = 0;
+    logger.warning("workers socket: refused a connection: {message}{unlogged}", {
+      message,
+      unlogged: unlogged > 0 ? ` (and ${unlogged} more not logged)` : "",
+    });
+  }
+
+  /**
    * Waits for a connection's hello and hands it to the instance it names;
    * resolves when the connection closes.
    */
   async #accept(conn: Deno.Conn): Promise<void> {
     const connection = new WorkerConnection(conn, HELLO_MAX_FRAME);
     const refuse = (message: string) => {
-      logger.warning("workers socket: refused a connection: {message}", { message });
+      this.#logRefusal(message);
       connection.send({ type: "error", message });
       connection.end(message);
     };
@@ -251,7 +293,10 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
         worker.attach(instance, connection, hello);
         return;
       }
-      refuse(`no instance ${hello.instance} of worker "${hello.worker}" is waiting for a hello`);
+      refuse(
+        `no instance ${hello.instance} of worker "${hello.worker}" with that secret is waiting ` +
+          `for a hello (pid ${hello.pid} claimed it; a worker sends its GATEWAY_SECRET)`,
+      );
     };
     await connection.closed;
     clearTimeout(timer);

@@ -145,18 +145,18 @@ export class LanguageWorker {
   }
 
   /**
-   * The instance a `hello` on a new connection belongs to: one of this
-   * worker's with that index that waits for a hello, the one with the same
-   * pid first.
+   * The instance a `hello` on a new connection belongs to: the one of this
+   * worker with that index that waits for a hello and whose secret the hello
+   * carries. A hello without it claims nothing (the pid it names proves
+   * nothing: any process can write any number).
    */
   claim(hello: Hello): WorkerInstance | undefined {
-    let match: WorkerInstance | undefined;
     for (const instance of this.#live) {
-      if (instance.index !== hello.instance || !instance.awaitingHello) continue;
-      if (instance.pid === hello.pid) return instance;
-      match ??= instance;
+      if (instance.index === hello.instance && instance.awaitingHello && instance.owns(hello)) {
+        return instance;
+      }
     }
-    return match;
+    return undefined;
   }
 
   /** Attaches a claimed instance's connection. */

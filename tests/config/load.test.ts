@@ -6,6 +6,7 @@
 
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
+import { DEFAULT_REDACT_QUERY } from "../../src/admin/secrets.ts";
 import { ConfigError, formatPath } from "../../src/config/load.ts";
 import { loadGatewayConfig as loadConfig } from "../../src/sections.ts";
 
@@ -66,8 +67,13 @@ Deno.test("an empty object gets every default, dataDir made absolute", async () 
     assertEquals(config.routes, []);
     assertEquals(config.upstreams, {});
     assertEquals(config.admin, { enabled: true, host: "127.0.0.1", port: 9901 });
-    assertEquals(config.log, { level: "info", format: "auto", access: true });
-    assertEquals(config.security, { limits: {}, trustProxy: false });
+    assertEquals(config.log, {
+      level: "info",
+      format: "auto",
+      access: true,
+      redactQuery: [...DEFAULT_REDACT_QUERY],
+    });
+    assertEquals(config.security, { limits: {}, trustedProxies: [] });
     assertEquals(config.storage.dataDir, join(dir, "data"));
     assertEquals(loaded.file, join(dir, "config.json"));
     assertEquals(loaded.files, [join(dir, "config.json")]);

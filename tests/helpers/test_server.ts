@@ -22,7 +22,7 @@ export interface TestServerOptions {
   /** Hono path pattern (default `*`), for targets that read route params. */
   path?: string;
   /** Request-state fields to fix instead of the defaults. */
-  state?: Partial<Pick<RequestState, "clientIp" | "peerAddress" | "requestId">>;
+  state?: Partial<Pick<RequestState, "clientIp" | "peerAddress" | "peerTrusted" | "requestId">>;
   /** Route name in the request state (default `test-route`). */
   route?: string;
 }
@@ -48,6 +48,7 @@ export function serveTarget(handler: Target, options: TestServerOptions = {}): T
       return app.fetch(request, {
         clientIp: address,
         peerAddress: address,
+        peerTrusted: false,
         requestId: "test-request",
         route,
         ...options.state,

@@ -12,6 +12,7 @@ import { GatewayConfig } from "../../src/sections.ts";
 import { HttpMetrics } from "../../src/observability/http_metrics.ts";
 import { MetricsRegistry } from "../../src/observability/metrics.ts";
 import type { UpstreamClient } from "../../src/upstreams/client.ts";
+import { TrustedProxies } from "../../src/security/trusted_proxies.ts";
 
 const info: Deno.ServeHandlerInfo = {
   remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },
@@ -41,8 +42,14 @@ function build(routes: unknown[]) {
   const registry = new MetricsRegistry();
   const metrics = new HttpMetrics(registry);
   const table = buildRouteTable(config, { upstreams: new Map(), client: unusedClient, metrics });
-  const app = (listener: string, list: CompiledRoute[] = table, trustProxy = false) =>
-    buildListenerApp({ listener, routes: list, metrics, accessLog: false, trustProxy });
+  const app = (listener: string, list: CompiledRoute[] = table, trusted: string[] = []) =>
+    buildListenerApp({
+      listener,
+      routes: list,
+      metrics,
+      accessLog: false,
+      trustedProxies: new TrustedProxies(trusted),
+    });
   return { table, registry, app };
 }
 
@@ -184,14 +191,16 @@ Deno.test("a target that throws answers 500 JSON and is counted under its route"
   assertStringIncludes(metrics, 'gateway_http_requests_in_flight{listener="web"} 0');
 });
 
-Deno.test("the client address comes from X-Forwarded-For only when the proxy is trusted", async () => {
+Deno.test("the client address is the rightmost untrusted X-Forwarded-For hop of a trusted peer", async () => {
   const { table, app } = build([{ name: "ip", target: say("unused") }]);
   const echoIp = table.map((route): CompiledRoute => ({
     ...route,
     handle: (c) => new Response(c.env.clientIp),
   }));
-  const forwarded = { headers: { "x-forwarded-for": " 203.0.113.7 , 10.0.0.1" } };
-  assertEquals((await call(app("web", echoIp, false), "/", forwarded)).text, "127.0.0.1");
-  assertEquals((await call(app("web", echoIp, true), "/", forwarded)).text, "203.0.113.7");
-  assertEquals((await call(app("web", echoIp, true), "/")).text, "127.0.0.1");
+  const forwarded = { headers: { "x-forwarded-for": "6.6.6.6, 203.0.113.7 , 10.0.0.1" } };
+  assertEquals((await call(app("web", echoIp), "/", forwarded)).text, "127.0.0.1");
+  const trusted = ["127.0.0.0/8", "10.0.0.0/8"];
+  assertEquals((await call(app("web", echoIp, trusted), "/", forwarded)).text, "203.0.113.7");
+  assertEquals((await call(app("web", echoIp, trusted), "/")).text, "127.0.0.1");
+  assertEquals((await call(app("web", echoIp, ["10.0.0.0/8"]), "/", forwarded)).text, "127.0.0.1");
 });

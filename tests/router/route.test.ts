@@ -24,6 +24,7 @@ async function accepted(
     requestId: "test-request",
     clientIp: "127.0.0.1",
     peerAddress: "127.0.0.1",
+    peerTrusted: false,
   };
   const res = await app.fetch(new Request(url, { headers }), state);
   assertEquals(res.status, 200);

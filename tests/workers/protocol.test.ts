@@ -4,9 +4,10 @@ import { assertEquals, assertMatch } from "../helpers/assert.ts";
 
 const HELLO = {
   type: "hello",
-  protocol: 1,
+  protocol: 2,
   worker: "orders",
   instance: 0,
+  secret: "9f86d081",
   pid: 42,
   functions: ["create", "v2.list"],
   subscriptions: ["orders/#"],
@@ -34,7 +35,8 @@ Deno.test("a valid hello is accepted as it is", () => {
 Deno.test("a hello with a wrong field, version or codec names the problem", () => {
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ ...HELLO, type: "call" }, /first message must be "hello", got "call"/],
-    [{ ...HELLO, protocol: 2 }, /protocol version 2 is not supported \(this gateway speaks 1\)/],
+    [{ ...HELLO, protocol: 1 }, /protocol version 1 is not supported \(this gateway speaks 2\)/],
+    [{ ...HELLO, secret: undefined }, /"hello" message: "secret" must be a string/],
     [{ ...HELLO, worker: 5 }, /"hello" message: "worker" must be a string/],
     [{ ...HELLO, instance: -1 }, /"instance" must be an integer ≥ 0/],
     [{ ...HELLO, concurrency: 0 }, /"concurrency" must be an integer ≥ 1/],

@@ -193,8 +193,8 @@ Deno.test("on a reload, a worker that cannot start refuses the config, naming th
         /^workers\[0\] \("early"\): worker "early" instance 0 exited with code 2 before saying hello; stderr: bad config$/,
       ],
       [
-        { name: "future", command: RAW("version-2") },
-        /^workers\[0\] \("future"\): .* exited with code 1 before saying hello; stderr: error: protocol version 2 is not supported \(this gateway speaks 1\)$/,
+        { name: "future", command: RAW("version-3") },
+        /^workers\[0\] \("future"\): .* exited with code 1 before saying hello; stderr: error: protocol version 3 is not supported \(this gateway speaks 2\)$/,
       ],
       [
         {
