@@ -42,6 +42,7 @@ import { MetricsRegistry } from "../src/observability/metrics.ts";
 import { buildListenerApp } from "../src/router/app.ts";
 import { buildRouteTable } from "../src/router/table.ts";
 import { createHttp1Client } from "../src/upstreams/http1_client.ts";
+import { TrustedProxies } from "../src/security/trusted_proxies.ts";
 
 const SCRIPT = import.meta.filename!;
 const RESULTS = join(import.meta.dirname!, "..", ".bench", "ws_idle.json");
@@ -109,7 +110,7 @@ function serveGateway(port: number): void {
     routes,
     metrics,
     accessLog: false,
-    trustProxy: false,
+    trustedProxies: new TrustedProxies([]),
   });
   const source = { listener: "bench", protocol: "gateway" } as const;
   Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (request, info) => {

@@ -24,11 +24,13 @@ let applied: string | undefined;
  * @example
  * ```ts
  * import { configureLogging } from "./log.ts";
- * await configureLogging({ level: "info", format: "auto", access: true });
+ * await configureLogging({ level: "info", format: "auto" });
  * ```
  */
-export async function configureLogging(config: LogConfig): Promise<void> {
-  const key = JSON.stringify(config);
+export async function configureLogging(
+  config: Pick<LogConfig, "level" | "format">,
+): Promise<void> {
+  const key = JSON.stringify([config.level, config.format]);
   if (key === applied) return;
   // The old sink holds stderr's writer lock until it is disposed of.
   if (applied !== undefined) await dispose();

@@ -26,7 +26,7 @@ const deadline = Date.now() + 60_000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-await configureLogging({ level: "info", format: "json", access: false });
+await configureLogging({ level: "info", format: "json" });
 installDescriptorGuard();
 const metrics = new MetricsRegistry();
 const manager = new ConnectionManager(new Bus(metrics), metrics);

@@ -16,7 +16,7 @@ import { installDescriptorGuard } from "../../src/connections/fd_guard.ts";
 import { configureLogging } from "../../src/observability/log.ts";
 import { EXAMPLES, startWorkers } from "./harness.ts";
 
-await configureLogging({ level: "info", format: "json", access: false });
+await configureLogging({ level: "info", format: "json" });
 installDescriptorGuard();
 const workers = await startWorkers([{ name: "python", command: EXAMPLES.python }]);
 const { socket } = workers.supervisor.status() as { socket: string };
