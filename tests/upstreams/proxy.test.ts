@@ -42,9 +42,11 @@ function hangingHandler(request: Request): Promise<Response> {
 
 /** A loopback URL where nothing listens. */
 function closedUrl(): string {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  // 127.0.0.2, where no other test listens: tests running in parallel bind 127.0.0.1 ports,
+  // and one could take this port between its release and the request.
+  const listener = Deno.listen({ hostname: "127.0.0.2", port: 0 });
   listener.close();
-  return `http://127.0.0.1:${listener.addr.port}`;
+  return `http://127.0.0.2:${listener.addr.port}`;
 }
 
 /** The gateway under test: a Hono app whose only route proxies to upstream "api". */
@@ -343,10 +345,15 @@ Deno.test("the circuit breaker opens, turns half-open and closes again", async (
 
   clock.now = 1000;
   assertEquals(breakerState(), "half-open");
-  await using backend = startBackend(() => new Response("back"), Number(new URL(url).port));
+  // The target comes back where the closed URL pointed.
+  let hits = 0;
+  await using _back = Deno.serve(
+    { hostname: "127.0.0.2", port: Number(new URL(url).port), onListen() {} },
+    () => (hits++, new Response("back")),
+  );
   assertEquals((await send(gateway.url)).text, "back");
   assertEquals(breakerState(), "closed");
-  assertEquals(backend.hits, 1);
+  assertEquals(hits, 1);
 });
 
 Deno.test("idempotent requests without a body are retried on another target", async () => {
