@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { FramingConfig } from "../../src/listeners/config.ts";
 import { createFrameCodec, type FrameDecoder, FrameError } from "../../src/listeners/framing.ts";
+import { seededRandom } from "../helpers/random.ts";
 
 const text = (value: string) => new TextEncoder().encode(value);
 const framing = (input: Record<string, unknown>) => FramingConfig.parse(input);
@@ -246,16 +247,6 @@ Deno.test("an invalid hex delimiter is refused when the codec is made", () => {
 // ---------------------------------------------------------------------------------------------
 // Fuzzing
 
-/** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const FUZZ_STREAMS = 100_000;
 
 /** Fuzzed framings use small limits so that oversized frames come up often. */
@@ -334,7 +325,7 @@ function sameFrames(a: Uint8Array[], b: Uint8Array[]): boolean {
 
 for (const { name, config } of FUZZ_CASES) {
   Deno.test(`fuzz: ${name} decoder on random, valid and mutated streams`, () => {
-    const random = mulberry32(0x5eed ^ name.length);
+    const random = seededRandom(0x5eed ^ name.length);
     const codec = createFrameCodec(config);
     let streams = 0;
     let errors = 0;

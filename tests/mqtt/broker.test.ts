@@ -11,6 +11,7 @@ import { freePort, type GatewayProcess, startGateway } from "../helpers/gateway.
 import { hashPassword } from "../../src/mqtt/auth.ts";
 import { mosquitto, subscriber } from "./clients.ts";
 import { until } from "../helpers/wait.ts";
+import { seededRandom } from "../helpers/random.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -229,16 +230,6 @@ Deno.test("broker: MQTT over WebSocket and the bus in both directions without lo
   }
 });
 
-/** A small seeded PRNG (mulberry32), so a failing fuzz case can be replayed. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Whether the server closes `conn` within `ms` (reading and discarding what it sends). */
 async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
   const buffer = new Uint8Array(1024);
@@ -262,7 +253,7 @@ Deno.test("broker: malformed and fuzzed packets close only that client", async (
     // CONNECT, protocol MQTT level 4, clean session, keepalive 60, client id "fz".
     const connect = [16, 14, 0, 4, 77, 81, 84, 84, 4, 2, 0, 60, 0, 2, 102, 122];
     const publish = [0x32, 9, 0, 3, 97, 47, 98, 0, 1, 104, 105]; // QoS 1 "a/b" id 1 "hi"
-    const random = prng(20261123);
+    const random = seededRandom(20261123);
     let closedCount = 0;
     const cases = 40;
     for (let i = 0; i < cases; i++) {

@@ -20,6 +20,7 @@ import { createHttp1Client } from "../../src/upstreams/http1_client.ts";
 import { UpstreamConfig } from "../../src/upstreams/config.ts";
 import { Upstream } from "../../src/upstreams/upstream.ts";
 import { TargetStatePool } from "../../src/upstreams/target_state.ts";
+import { seededRandom } from "../helpers/random.ts";
 
 Deno.test("canonicalPath removes dot segments, merges slashes, normalises escapes", () => {
   const cases: [string, string][] = [
@@ -77,16 +78,6 @@ Deno.test("canonicalPath refuses what it cannot make safe, with 400 bad_path", (
   }
 });
 
-/** A small seeded generator (mulberry32): the same paths on every run. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Segment pieces: dots, encoded dots and slashes, escapes of unreserved and reserved bytes. */
 const PIECES = [
   "q",
@@ -137,7 +128,7 @@ function generatePath(next: () => number): string {
 const FUZZ_COUNT = 100_000;
 
 Deno.test("fuzz: canonical paths are idempotent and survive the proxy's URL parser unchanged", () => {
-  const next = random(12);
+  const next = seededRandom(12);
   let refused = 0;
   for (let i = 0; i < FUZZ_COUNT; i++) {
     const raw = generatePath(next);
@@ -225,7 +216,7 @@ Deno.test("fuzz: the route that matched and the path the upstream got are one ca
   const reader = conn.readable.getReader();
   const buffer = { text: "" };
   const encoder = new TextEncoder();
-  const next = random(34);
+  const next = seededRandom(34);
   try {
     for (let i = 0; i < THROUGH_COUNT; i++) {
       const raw = generatePath(next);

@@ -1,16 +1,7 @@
 import { FrameError } from "../../src/listeners/framing.ts";
 import { encodeFrame, FrameDecoder, type FrameMessage } from "../../src/workers/frame.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-
-/** A small seeded PRNG (mulberry32), so a failing fuzz case can be replayed. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../helpers/random.ts";
 
 /** Feeds `bytes` to `decoder` in pieces cut at random places. */
 function feed(decoder: FrameDecoder, bytes: Uint8Array, rand: () => number): FrameMessage[] {
@@ -42,7 +33,7 @@ const MESSAGES: FrameMessage[] = [
 
 Deno.test("frames decode the same however the stream is cut", () => {
   const stream = new Uint8Array(MESSAGES.flatMap((m) => [...encodeFrame(m)]));
-  const rand = random(1);
+  const rand = seededRandom(1);
   for (let round = 0; round < 200; round++) {
     assertEquals(feed(new FrameDecoder(1024), stream, rand), MESSAGES);
   }
@@ -137,7 +128,7 @@ Deno.test("encodeFrame refuses a body above the maximum", () => {
 Deno.test("fuzz: 100,000 random and mutated streams decode or fail with a FrameError", () => {
   const CASES = 100_000;
   const MAX = 512;
-  const rand = random(0x5eed);
+  const rand = seededRandom(0x5eed);
   const pick = <T>(items: T[]) => items[Math.floor(rand() * items.length)];
   let decodedIntact = 0;
   let refused = 0;

@@ -13,10 +13,6 @@ const DESCRIPTOR_LIMIT = 128;
 const SERVER = new URL("./socket_server.ts", import.meta.url).pathname;
 const encoder = new TextEncoder();
 
-const hasPrlimit = await new Deno.Command("prlimit", { args: ["--version"], stdout: "null" })
-  .output().then((output) => output.success, () => false);
-if (!hasPrlimit) console.warn("socket.test.ts: skipped, `prlimit` (util-linux) is not installed");
-
 /** socket_server.ts in its own process, asked one line at a time. */
 class Server {
   /** Everything the server logged so far. */
@@ -81,7 +77,6 @@ class Server {
 
 Deno.test({
   name: "the workers socket survives EMFILE: the connected worker is served, a new one connects",
-  ignore: !hasPrlimit,
   async fn() {
     const server = new Server();
     const { socket } = await server.line() as { socket: string };
