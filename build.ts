@@ -48,6 +48,21 @@ export const RUNTIME_FLAGS: readonly string[] = [
 ];
 
 const ROOT = import.meta.dirname ?? ".";
+
+/**
+ * Debian packages the tests and benchmarks use, each with what needs it;
+ * `deno task test` and `deno task bench` install the missing ones first.
+ */
+export const SYSTEM_PACKAGES: Readonly<Record<string, string>> = {
+  "openssl": "TLS certificates for the HTTPS listener tests",
+  "nginx": "proxy comparisons (bench/http.ts)",
+  "wrk": "HTTP load generator (bench/http.ts)",
+  "util-linux": "prlimit, for the file-descriptor exhaustion tests",
+  "php-cli": "the PHP worker SDK's tests (tests/workers/; they also run python3 and node)",
+  "python3": "the Python worker SDK's tests",
+  "mosquitto": "upstream broker of the MQTT bridge tests and baseline of bench/mqtt.ts",
+  "mosquitto-clients": "mosquitto_pub/mosquitto_sub against the embedded broker (tests/mqtt/)",
+};
 const OUTPUT = join(ROOT, "dist", Deno.build.os === "windows" ? "gateway.exe" : "gateway");
 
 /**
@@ -224,6 +239,54 @@ async function testSuite(flags: string[]): Promise<number> {
   return unit || integration;
 }
 
+/**
+ * Installs the {@link SYSTEM_PACKAGES} that are missing with `apt-get` (as
+ * root, or through `sudo -n`); returns 0 when all are there, else says which
+ * are missing and how to install them and returns 1.
+ */
+async function provisionSystemPackages(): Promise<number> {
+  if (Deno.build.os !== "linux" || !existsSync("/usr/bin/dpkg-query")) return 0;
+  const names = Object.keys(SYSTEM_PACKAGES);
+  const query = await new Deno.Command("dpkg-query", {
+    args: ["-W", "-f=${Package} ${Status}\\n", ...names],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const installed = new Set(
+    new TextDecoder().decode(query.stdout).split("\n")
+      .filter((line) => line.endsWith(" install ok installed"))
+      .map((line) => line.split(" ")[0]),
+  );
+  const missing = names.filter((name) => !installed.has(name));
+  if (missing.length === 0) return 0;
+  console.error(`build.ts: installing ${missing.join(", ")} (the tests need them)`);
+  const sudo = Deno.uid() === 0 ? [] : ["sudo", "-n"];
+  const apt = [...sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"];
+  const install = [
+    "install",
+    "-y",
+    "-qq",
+    "--no-install-recommends",
+    "-o",
+    "DPkg::Lock::Timeout=300",
+  ];
+  let code: number;
+  try {
+    code = await runInherited([...apt, "update", "-qq"]) ||
+      await runInherited([...apt, ...install, ...missing]);
+  } catch { // no sudo
+    code = 1;
+  }
+  if (code !== 0) {
+    console.error(
+      `build.ts: could not install ${missing.join(" ")}; run: sudo apt-get install ${
+        missing.join(" ")
+      }`,
+    );
+  }
+  return code;
+}
+
 /** `deno task check`: formatting, lint, and types including every JSDoc example. */
 async function check(): Promise<number> {
   const deno = (args: string[]) => runInherited([Deno.execPath(), ...args]);
@@ -254,6 +317,8 @@ if (import.meta.main) {
       code = await runInherited([...gatewayCommand(), "run", ...rest]);
       break;
     case "test": {
+      code = await provisionSystemPackages();
+      if (code !== 0) break;
       const lock = `--lock=${await lockCopy()}`;
       // Named files or folders run as given; otherwise the whole suite (flags passed on).
       code = rest.some((arg) => !arg.startsWith("-") && existsSync(arg))
@@ -266,7 +331,8 @@ if (import.meta.main) {
       code = await check();
       break;
     case "bench":
-      code = await run(["run", ...RUNTIME_FLAGS, join(ROOT, "bench", "main.ts"), ...rest]);
+      code = await provisionSystemPackages() ||
+        await run(["run", ...RUNTIME_FLAGS, join(ROOT, "bench", "main.ts"), ...rest]);
       break;
     default:
       console.error(`build.ts: unknown command "${command}" (compile, start, test, bench, check)`);
