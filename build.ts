@@ -49,19 +49,22 @@ export const RUNTIME_FLAGS: readonly string[] = [
 
 const ROOT = import.meta.dirname ?? ".";
 
-/**
- * Debian packages the tests and benchmarks use, each with what needs it;
- * `deno task test` and `deno task bench` install the missing ones first.
- */
-export const SYSTEM_PACKAGES: Readonly<Record<string, string>> = {
+/** Debian packages the tests use, each with what needs it; `deno task test` installs the missing ones. */
+export const TEST_PACKAGES: Readonly<Record<string, string>> = {
   "openssl": "TLS certificates for the HTTPS listener tests",
-  "nginx": "proxy comparisons (bench/http.ts)",
-  "wrk": "HTTP load generator (bench/http.ts)",
   "util-linux": "prlimit, for the file-descriptor exhaustion tests",
-  "php-cli": "the PHP worker SDK's tests (tests/workers/; they also run python3 and node)",
+  "php-cli": "the PHP worker SDK's tests",
   "python3": "the Python worker SDK's tests",
-  "mosquitto": "upstream broker of the MQTT bridge tests and baseline of bench/mqtt.ts",
-  "mosquitto-clients": "mosquitto_pub/mosquitto_sub against the embedded broker (tests/mqtt/)",
+  "mosquitto": "the upstream broker of the MQTT bridge tests",
+  "mosquitto-clients": "mosquitto_pub and mosquitto_sub against the embedded broker",
+};
+
+/** Debian packages only the benchmarks use; `deno task bench` installs them (and the test ones). */
+export const BENCH_PACKAGES: Readonly<Record<string, string>> = {
+  ...TEST_PACKAGES,
+  "nginx": "the reverse-proxy baseline of bench/http.ts",
+  "wrk": "the HTTP load generator of bench/http.ts",
+  "mosquitto": "the baseline broker of bench/mqtt.ts",
 };
 const OUTPUT = join(ROOT, "dist", Deno.build.os === "windows" ? "gateway.exe" : "gateway");
 
@@ -240,13 +243,14 @@ async function testSuite(flags: string[]): Promise<number> {
 }
 
 /**
- * Installs the {@link SYSTEM_PACKAGES} that are missing with `apt-get` (as
- * root, or through `sudo -n`); returns 0 when all are there, else says which
- * are missing and how to install them and returns 1.
+ * Installs those of `packages` (name → what needs it) that are missing, with
+ * `apt-get` as root or through `sudo -n`, after one line saying what, why and
+ * the download size. Returns 0 when all are there; otherwise prints the
+ * command to run and returns 1.
  */
-async function provisionSystemPackages(): Promise<number> {
+async function provisionPackages(packages: Readonly<Record<string, string>>): Promise<number> {
   if (Deno.build.os !== "linux" || !existsSync("/usr/bin/dpkg-query")) return 0;
-  const names = Object.keys(SYSTEM_PACKAGES);
+  const names = Object.keys(packages);
   const query = await new Deno.Command("dpkg-query", {
     args: ["-W", "-f=${Package} ${Status}\\n", ...names],
     stdout: "piped",
@@ -259,29 +263,37 @@ async function provisionSystemPackages(): Promise<number> {
   );
   const missing = names.filter((name) => !installed.has(name));
   if (missing.length === 0) return 0;
-  console.error(`build.ts: installing ${missing.join(", ")} (the tests need them)`);
-  const sudo = Deno.uid() === 0 ? [] : ["sudo", "-n"];
-  const apt = [...sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"];
-  const install = [
-    "install",
-    "-y",
-    "-qq",
-    "--no-install-recommends",
-    "-o",
-    "DPkg::Lock::Timeout=300",
+  const apt = [
+    ...(Deno.uid() === 0 ? [] : ["sudo", "-n"]),
+    ...["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-qq"],
   ];
+  const install = ["install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300"];
   let code: number;
   try {
-    code = await runInherited([...apt, "update", "-qq"]) ||
-      await runInherited([...apt, ...install, ...missing]);
+    code = await runInherited([...apt, "update"]);
+    if (code === 0) {
+      // One line per file to fetch: 'URL' NAME SIZE HASH.
+      const uris = await new Deno.Command(apt[0], {
+        args: [...apt.slice(1), ...install, "--print-uris", ...missing],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const bytes = new TextDecoder().decode(uris.stdout).split("\n")
+        .reduce((sum, line) => sum + (Number(line.split(" ")[2]) || 0), 0);
+      const why = missing.map((name) => `${name} (${packages[name]})`).join(", ");
+      console.error(
+        `build.ts: installing ${why}: ${
+          bytes < 1e6 ? `${Math.ceil(bytes / 1e3)} kB` : `${(bytes / 1e6).toFixed(1)} MB`
+        } to download`,
+      );
+      code = await runInherited([...apt, ...install, ...missing]);
+    }
   } catch { // no sudo
     code = 1;
   }
   if (code !== 0) {
     console.error(
-      `build.ts: could not install ${missing.join(" ")}; run: sudo apt-get install ${
-        missing.join(" ")
-      }`,
+      `build.ts: missing ${missing.join(" ")}; run: sudo apt-get install ${missing.join(" ")}`,
     );
   }
   return code;
@@ -317,7 +329,7 @@ if (import.meta.main) {
       code = await runInherited([...gatewayCommand(), "run", ...rest]);
       break;
     case "test": {
-      code = await provisionSystemPackages();
+      code = await provisionPackages(TEST_PACKAGES);
       if (code !== 0) break;
       const lock = `--lock=${await lockCopy()}`;
       // Named files or folders run as given; otherwise the whole suite (flags passed on).
@@ -331,7 +343,7 @@ if (import.meta.main) {
       code = await check();
       break;
     case "bench":
-      code = await provisionSystemPackages() ||
+      code = await provisionPackages(BENCH_PACKAGES) ||
         await run(["run", ...RUNTIME_FLAGS, join(ROOT, "bench", "main.ts"), ...rest]);
       break;
     default:
