@@ -7,6 +7,8 @@
  * deno run -A build.ts compile          # dist/gateway (deno task build)
  * deno run -A build.ts start [args]     # the gateway from source (deno task start)
  * deno run -A build.ts test [args]      # the test suite (deno task test)
+ * deno run -A build.ts gateway [args]   # any CLI command from source (deno task gateway)
+ * deno run -A build.ts install          # a `gateway` command on PATH (deno task install)
  * deno run -A build.ts bench [names]    # the benchmarks (deno task bench)
  * deno run -A build.ts check            # fmt, lint, type check with JSDoc examples (deno task check)
  * ```
@@ -66,6 +68,7 @@ export const BENCH_PACKAGES: Readonly<Record<string, string>> = {
   "wrk": "the HTTP load generator of bench/http.ts",
   "mosquitto": "the baseline broker of bench/mqtt.ts",
 };
+
 const OUTPUT = join(ROOT, "dist", Deno.build.os === "windows" ? "gateway.exe" : "gateway");
 
 /**
@@ -328,6 +331,15 @@ if (import.meta.main) {
     case "start":
       code = await runInherited([...gatewayCommand(), "run", ...rest]);
       break;
+    case "gateway":
+      code = await runInherited([...gatewayCommand(), ...rest]);
+      break;
+    case "install":
+      code = await run([
+        ...["install", "--global", "--force", "--name", "gateway"],
+        ...["--config", join(ROOT, "deno.json"), ...RUNTIME_FLAGS, join(ROOT, "main.ts")],
+      ]);
+      break;
     case "test": {
       code = await provisionPackages(TEST_PACKAGES);
       if (code !== 0) break;
@@ -347,7 +359,9 @@ if (import.meta.main) {
         await run(["run", ...RUNTIME_FLAGS, join(ROOT, "bench", "main.ts"), ...rest]);
       break;
     default:
-      console.error(`build.ts: unknown command "${command}" (compile, start, test, bench, check)`);
+      console.error(
+        `build.ts: unknown command "${command}" (compile, start, gateway, install, test, bench, check)`,
+      );
       code = 2;
   }
   Deno.exit(code);
