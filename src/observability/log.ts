@@ -5,13 +5,8 @@
  * @module
  */
 
-import {
-  configure,
-  dispose,
-  getStreamSink,
-  getTextFormatter,
-  jsonLinesFormatter,
-} from "@logtape/logtape";
+import { configure, dispose, getStreamSink } from "@logtape/logtape";
+import { jsonFormatter, textFormatter } from "./log_format.ts";
 
 import type { LogConfig } from "./config.ts";
 
@@ -37,10 +32,8 @@ export async function configureLogging(
   applied = key;
   const json = config.format === "json" ||
     (config.format === "auto" && !Deno.stderr.isTerminal());
-  const formatter = json ? jsonLinesFormatter : getTextFormatter({
-    timestamp: "date-time",
-    value: (v) => typeof v === "string" ? v : Deno.inspect(v),
-  });
+  const color = Deno.stderr.isTerminal() && !Deno.noColor;
+  const formatter = json ? jsonFormatter : textFormatter(color);
   await configure({
     reset: true,
     sinks: {
