@@ -7,6 +7,7 @@
  * gateway schema                         the config's JSON Schema, for editors
  * gateway reload|status|stop             talk to a running gateway's admin API
  * gateway plugin new NAME [--dir plugins] write a commented plugin to start from
+ * gateway passwd                         a password hash for mqtt.users (password on stdin)
  * gateway version
  * ```
  *
@@ -25,6 +26,7 @@ import { localAdminToken } from "./src/admin/secrets.ts";
 import { flushLogs } from "./src/observability/log.ts";
 import { VERSION } from "./src/version.ts";
 import { writePluginTemplate } from "./src/plugins/template.ts";
+import { hashPassword } from "./src/mqtt/auth.ts";
 
 const DEFAULT_CONFIG = "config/config.json";
 
@@ -41,6 +43,7 @@ Commands:
   status    show a running gateway's listeners, routes, upstreams and workers
   stop      stop a running gateway gracefully
   plugin    'plugin new NAME': write a plugin to start from
+  passwd    print a password hash for mqtt.users
   version   print the version
 
 Run 'gateway <command> --help' for a command's options.`,
@@ -75,6 +78,11 @@ Asks the running gateway to stop gracefully.`,
 Writes DIR/NAME.ts (DIR defaults to plugins), a commented plugin with every hook, and
 DIR/_sdk/plugin.ts, the SDK's types, so an editor checks the plugin. Refuses to
 overwrite an existing plugin.`,
+  passwd: `Usage: gateway passwd
+
+Reads a password (typed without echo on a terminal, else the first line of stdin) and
+prints its PBKDF2-SHA256 hash, the form mqtt.users[].password takes:
+  echo -n 's3cret' | gateway passwd`,
   version: `Usage: gateway version`,
 };
 
@@ -120,6 +128,32 @@ async function check(configPath: string): Promise<void> {
 }
 
 /** The admin API's address and token, from flags or from the config file as far as it reads. */
+/** The password for `gateway passwd`: typed without echo on a terminal, else stdin's first line. */
+async function readPassword(): Promise<string> {
+  const terminal = Deno.stdin.isTerminal();
+  if (terminal) {
+    await Deno.stderr.write(new TextEncoder().encode("password: "));
+    Deno.stdin.setRaw(true);
+  }
+  const bytes: number[] = [];
+  const buffer = new Uint8Array(256);
+  try {
+    reading: for (let n; (n = await Deno.stdin.read(buffer)) !== null;) {
+      for (const byte of buffer.subarray(0, n)) {
+        if (byte === 0x0a || byte === 0x0d) break reading;
+        if (terminal && byte === 0x03) fail(["", "gateway passwd: cancelled"], 130);
+        bytes.push(byte);
+      }
+    }
+  } finally {
+    if (terminal) {
+      Deno.stdin.setRaw(false);
+      console.error();
+    }
+  }
+  return new TextDecoder().decode(new Uint8Array(bytes));
+}
+
 async function adminEndpoint(
   configPath: string,
   flags: { admin?: string; token?: string },
@@ -215,6 +249,10 @@ if (import.meta.main) {
     } catch (error) {
       fail([`gateway plugin new: ${(error as Error).message}`]);
     }
+  } else if (command === "passwd") {
+    const password = await readPassword();
+    if (password === "") fail(["gateway passwd: the password is empty"]);
+    console.log(await hashPassword(password));
   } else if (command === "version") console.log(`gateway ${VERSION} (deno ${Deno.version.deno})`);
   else await callAdmin(command as "reload" | "status" | "stop", values.config, values);
 }

@@ -6,6 +6,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
 import { join } from "node:path";
 import { gatewayArgv, startGateway } from "../helpers/gateway.ts";
+import { verifyPassword } from "../../src/mqtt/auth.ts";
 
 async function gateway(args: string[], cwd?: string) {
   const [cmd, ...rest] = gatewayArgv();
@@ -36,7 +37,9 @@ Deno.test("version and help", async () => {
   assertMatch(version.stdout, /^gateway \d+\.\d+\.\d+/);
   const help = await gateway(["--help"]);
   assertEquals(help.code, 0);
-  for (const command of ["run", "check", "schema", "reload", "status", "stop", "version"]) {
+  for (
+    const command of ["run", "check", "schema", "reload", "status", "stop", "passwd", "version"]
+  ) {
     assertStringIncludes(help.stdout, command);
     const sub = await gateway([command, "--help"]);
     assertEquals(sub.code, 0, command);
@@ -45,6 +48,29 @@ Deno.test("version and help", async () => {
   const unknown = await gateway(["serve"]);
   assertEquals(unknown.code, 2);
   assertStringIncludes(unknown.stderr, 'unknown command "serve"');
+});
+
+Deno.test("passwd prints a hash of stdin's first line that the broker accepts", async () => {
+  const [cmd, ...rest] = gatewayArgv();
+  const run = async (input: string) => {
+    const child = new Deno.Command(cmd, {
+      args: [...rest, "passwd"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(input));
+    await writer.close();
+    const out = await child.output();
+    return { code: out.code, stdout: new TextDecoder().decode(out.stdout).trim() };
+  };
+  const hashed = await run("s3cret\nignored\n");
+  assertEquals(hashed.code, 0);
+  assertMatch(hashed.stdout, /^pbkdf2-sha256\$\d+\$[^$]+\$[^$]+$/);
+  assert(await verifyPassword(new TextEncoder().encode("s3cret"), hashed.stdout));
+  assert(!await verifyPassword(new TextEncoder().encode("s3cret\n"), hashed.stdout));
+  assertEquals((await run("")).code, 1, "an empty password is refused");
 });
 
 Deno.test("schema prints the config's JSON Schema, and the committed copy is current", async () => {
