@@ -65,6 +65,13 @@ export function createAdminApp(controls: AdminControls, token: string): Hono {
   );
 
   app.use(async (c, next) => {
+    // Browsers name the page's origin; no web page of another origin may drive the API.
+    const origin = c.req.header("origin");
+    if (origin !== undefined && origin !== new URL(c.req.url).origin) {
+      return errorResponse(
+        new GatewayError(403, "cross_origin", "the admin API refuses requests from other origins"),
+      );
+    }
     const header = c.req.header("authorization") ?? "";
     const given = /^bearer +/i.test(header) ? header.replace(/^bearer +/i, "") : "";
     if (!given) {

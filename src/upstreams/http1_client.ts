@@ -22,6 +22,7 @@ import {
   type ResponseHead,
 } from "./http1_parser.ts";
 import { concat } from "../util/concat.ts";
+import { IoFence } from "./io_fence.ts";
 
 /** Tuning of {@link createHttp1Client}; every field has a default. */
 export interface Http1ClientOptions {
@@ -125,7 +126,7 @@ class Http1Client implements UpstreamClient {
     usePool: boolean,
   ): Promise<Response> {
     const origin = `${request.url.protocol}//${request.url.host}`;
-    const connection = (usePool ? this.#pool.acquire(origin) : undefined) ??
+    const connection = (usePool ? await this.#pool.acquire(origin) : undefined) ??
       await this.#connect(request, origin);
     const exchange = new Exchange(connection, this.#pool, this.#deadlines, request, prepared);
     return await exchange.run(this.#maxHeaderSize);
@@ -733,6 +734,8 @@ class Http1Connection {
   closed = false;
   /** Why this client closed the connection, for reporting the failure it causes. */
   closeReason: UpstreamErrorKind | null = null;
+  /** Fence crossings started before it went idle ({@link IoFence.started}). */
+  fenceMark = 0;
   #pendingRead: Promise<boolean> | null = null;
 
   constructor(readonly conn: Deno.Conn, readonly origin: string) {}
@@ -799,21 +802,42 @@ class Http1Connection {
   }
 }
 
-/** Idle connections per origin, most recently used first, closed after `idleTimeout`. */
+/**
+ * Idle connections per origin, most recently used first, closed after
+ * `idleTimeout`. An idle connection that receives anything is discarded; so
+ * that bytes the runtime has not reported yet count too, a connection is
+ * handed out only after an {@link IoFence} crossing that started after it went
+ * idle.
+ */
 class ConnectionPool {
   readonly #idle = new Map<string, Http1Connection[]>();
+  readonly #fence = new IoFence();
   #idleCount = 0;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
   constructor(readonly maxIdlePerOrigin: number, readonly idleTimeout: number) {}
 
-  acquire(origin: string): Http1Connection | undefined {
+  /**
+   * The most recently used idle connection to `origin` that the fence
+   * crossing covers, still open and not expired; expired ones met on the way
+   * are closed. Undefined when there is none, or the fence failed.
+   */
+  async acquire(origin: string): Promise<Http1Connection | undefined> {
     const stack = this.#idle.get(origin);
-    if (stack === undefined) return undefined;
+    if (stack === undefined || stack.length === 0) return undefined;
+    let crossing: number;
+    try {
+      crossing = await this.#fence.pass();
+    } catch {
+      return undefined;
+    }
     const now = performance.now();
-    // Pops at most the whole stack.
-    for (let connection = stack.pop(); connection !== undefined; connection = stack.pop()) {
+    // Visits each idle connection at most once, newest first.
+    for (let i = stack.length - 1; i >= 0; i--) {
+      const connection = stack[i];
+      if (connection.fenceMark >= crossing) continue;
+      stack.splice(i, 1);
       this.#idleCount--;
       connection.idle = false;
       if (!connection.closed && now - connection.idleSince < this.idleTimeout) return connection;
@@ -831,6 +855,7 @@ class ConnectionPool {
     if (stack.length === 0) this.#idle.set(connection.origin, stack);
     connection.idle = true;
     connection.idleSince = performance.now();
+    connection.fenceMark = this.#fence.started;
     stack.push(connection);
     this.#idleCount++;
     connection.watchWhileIdle(() => this.discard(connection));
@@ -851,6 +876,7 @@ class ConnectionPool {
 
   close(): void {
     this.#closed = true;
+    this.#fence.close();
     for (const stack of this.#idle.values()) {
       for (const connection of stack) {
         connection.idle = false;

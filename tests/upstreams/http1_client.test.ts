@@ -492,6 +492,28 @@ Deno.test("a pooled connection closed by the server while idle is not used", asy
   );
 });
 
+Deno.test("a pooled connection holding bytes the runtime has not reported yet is not used", async () => {
+  const answer = (body: string) =>
+    `HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+  const conns: Deno.TcpConn[] = [];
+  await withRawServer(
+    async (conn) => {
+      conns.push(conn);
+      const reader = new RequestReader(conn);
+      for (let served = 0; served < 10 && (await reader.next()) !== null; served++) {
+        await conn.write(encoder.encode(answer("mine")));
+      }
+    },
+    async (server, client) => {
+      assert.equal(await (await client.request(requestTo(server.port, "/"))).text(), "mine");
+      // Written now and taken at once: no event-loop turn in between reports the bytes.
+      await conns[0].write(encoder.encode(answer("stray")));
+      assert.equal(await (await client.request(requestTo(server.port, "/"))).text(), "mine");
+      assert.equal(server.accepted(), 2);
+    },
+  );
+});
+
 /** First connection: answers one request, then closes on the next without answering. */
 function closesSecondRequest(): (conn: Deno.TcpConn, index: number) => Promise<void> {
   const response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
