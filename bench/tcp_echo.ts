@@ -59,7 +59,13 @@ const SERVERS = {
     });
     const listener = new TcpListener(
       "echo",
-      TcpListenerConfig.parse({ type: "tcp", port: 0, framing: { type: "line" } }),
+      TcpListenerConfig.parse({
+        type: "tcp",
+        port: 0,
+        framing: { type: "line" },
+        // The message rate's cost, not its limit (1,000 a second per connection by default).
+        limits: { messageRate: { perSecond: 1e9, burst: 1e9 } },
+      }),
       { bus, connections, upstreams: new Map() },
     );
     listener.start();

@@ -9,13 +9,18 @@
  */
 
 import type { MessageSource } from "../bus/message.ts";
+import type { MessageRate } from "./token_bucket.ts";
 
 /** What a listener lets the manager do with one of its connections. */
 export interface ConnectionHandle {
   /** Sends one payload, framed as the listener frames replies. Throws if closed. */
   send(payload: Uint8Array): void;
-  /** Closes the connection; `reason` goes to the log (and to WebSocket close frames). */
-  close(reason: string): void;
+  /**
+   * Closes the connection; `reason` goes to the log (and to WebSocket close
+   * frames). `violation`: the peer broke a limit (a WebSocket closes with
+   * 1008 instead of 1001).
+   */
+  close(reason: string, violation?: boolean): void;
 }
 
 /** Limits a listener applies to its connections (from the listener's config). */
@@ -26,6 +31,11 @@ export interface ConnectionLimits {
   maxPerIp: number;
   /** Milliseconds without traffic in either direction before the connection is closed; 0 = never. */
   idleTimeout: number;
+  /**
+   * Messages a second (and burst) each connection may send; the excess is
+   * dropped and counted. Absent, or `perSecond` 0: no limit.
+   */
+  messageRate?: MessageRate;
 }
 
 /** A connection as the admin API shows it. */
@@ -51,8 +61,14 @@ export interface Connection {
   readonly id: string;
   /** The `source` of every bus message this connection publishes. */
   readonly source: MessageSource;
-  /** Counts incoming traffic and marks the connection alive. */
-  received(bytes: number, frames?: number): void;
+  /**
+   * Counts incoming traffic and marks the connection alive. Returns how many
+   * of the `frames` (default 1) are within the connection's message rate:
+   * the listener delivers those, the first ones, and drops the rest (counted
+   * as dropped). A connection that went over its rate is being closed (its
+   * handle's `close` was called); a UDP peer is not, its excess is dropped.
+   */
+  received(bytes: number, frames?: number): number;
   /** Counts outgoing traffic and marks the connection alive. */
   sent(bytes: number, frames?: number): void;
   /** Binds a device id (from a handshake frame or a plugin); updates `source.deviceId`. */

@@ -1,8 +1,11 @@
 /**
  * The connection manager: admits every WebSocket, TCP, UDP-peer and
  * Unix-socket connection against its listener's limits and the process's
- * descriptor budget, gives it an id, counts its traffic, closes it when idle,
- * and routes bus pushes (`conn/<id>/send`, `device/<deviceId>/send`) to it.
+ * descriptor budget, gives it an id, counts its traffic, holds it to its
+ * message rate, closes it when idle, and routes bus pushes
+ * (`conn/<id>/send`, `device/<deviceId>/send`) to it. A UDP listener's table
+ * of peers is full only of bound devices: a new peer evicts the idlest
+ * unbound one (never answered, if there is one) instead of being refused.
  *
  * @module
  */
@@ -18,8 +21,18 @@ import type {
   ConnectionLimits,
 } from "./connection.ts";
 import { connectionBudget, descriptorLimit } from "./fd_budget.ts";
+import { TokenBucket } from "./token_bucket.ts";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 
 const logger = getLogger(["gateway", "connections"]);
+
+/**
+ * Descriptors one connection holds: a guarded HTTP connection three (the
+ * client's socket and both ends of its relay to `Deno.serve`), any other one.
+ */
+function descriptorsOf(protocol: MessageSource["protocol"]): number {
+  return protocol === "http" ? 3 : 1;
+}
 
 /** Milliseconds between idle sweeps: an idle connection is closed at most this long after its timeout. */
 export const IDLE_SWEEP_INTERVAL = 1000;
@@ -45,6 +58,10 @@ interface ListenerMetrics {
   bytesOut: CounterValue;
   framesIn: CounterValue;
   framesOut: CounterValue;
+  /** Messages dropped for going over their connection's message rate. */
+  framesDropped: CounterValue;
+  /** Connections closed for going over their message rate. */
+  rateLimited: CounterValue;
 }
 
 /** What every connection of one manager shares with it. */
@@ -52,6 +69,8 @@ interface ManagerContext {
   bus: Bus;
   now: () => number;
   release(connection: TrackedConnection): void;
+  /** Moves a UDP peer to the busy end of its listener's eviction order. */
+  touched(connection: TrackedConnection): void;
 }
 
 /** One admitted connection: its counters, its device binding and its place in the manager's counts. */
@@ -59,13 +78,14 @@ class TrackedConnection implements Connection {
   readonly id: string;
   readonly source: MessageSource;
   readonly #info: ConnectionInfo;
+  readonly #bucket?: TokenBucket;
   #deviceSubscription?: Subscription;
   #released = false;
 
   constructor(
     info: ConnectionInfo,
     readonly handle: ConnectionHandle,
-    readonly idleTimeout: number,
+    limits: ConnectionLimits,
     /** The key of this connection's remote address in the manager's per-address counts. */
     readonly addressKey: string,
     readonly metrics: ListenerMetrics,
@@ -74,19 +94,73 @@ class TrackedConnection implements Connection {
     this.id = info.id;
     this.#info = info;
     this.source = { listener: info.listener, protocol: info.protocol, connectionId: info.id };
+    this.idleTimeout = limits.idleTimeout;
+    if (limits.messageRate && limits.messageRate.perSecond > 0) {
+      this.#bucket = new TokenBucket(limits.messageRate, context.now);
+    }
+  }
+
+  /** Milliseconds without traffic before the idle sweep closes it; 0 = never. */
+  readonly idleTimeout: number;
+
+  /** The device bound to it, if any. */
+  get deviceId(): string | undefined {
+    return this.#info.deviceId;
+  }
+
+  /** Whether anything (a reply, a push) was sent to it. */
+  get answered(): boolean {
+    return this.#info.framesOut > 0;
   }
 
   get lastSeenAt(): number {
     return this.#info.lastSeenAt;
   }
 
-  received(bytes: number, frames = 1): void {
+  received(bytes: number, frames = 1): number {
     const info = this.#info;
     info.bytesIn += bytes;
     info.framesIn += frames;
     info.lastSeenAt = this.context.now();
     this.metrics.bytesIn.inc(bytes);
     this.metrics.framesIn.inc(frames);
+    if (info.protocol === "udp") this.context.touched(this);
+    if (!this.#bucket || frames === 0 || this.#released) return frames;
+    const within = this.#bucket.take(frames);
+    if (within < frames) this.#overRate(frames - within);
+    return within;
+  }
+
+  /**
+   * Drops what went over the message rate; a connection (all but a UDP peer,
+   * which has none to close) is closed: reading on, even only to drop,
+   * would keep the event loop for one client.
+   */
+  #overRate(dropped: number): void {
+    this.metrics.framesDropped.inc(dropped);
+    const { listener, protocol, remoteAddress } = this.#info;
+    const closing = protocol !== "udp";
+    eventWarnings.warn(
+      logger,
+      `rate/${listener}`,
+      "listener {listener}: connection {id} ({peer}) went over its message rate of " +
+        "{perSecond}/s (burst {burst}): {action}",
+      {
+        listener,
+        id: this.id,
+        peer: remoteAddress,
+        perSecond: this.#bucket!.rate.perSecond,
+        burst: this.#bucket!.rate.burst,
+        action: closing ? "closed" : `dropped ${dropped} datagrams`,
+      },
+    );
+    if (!closing) return;
+    this.metrics.rateLimited.inc();
+    try {
+      this.handle.close("message rate exceeded", true);
+    } catch (error) {
+      logger.debug("closing connection {id} failed: {error}", { id: this.id, error });
+    }
   }
 
   sent(bytes: number, frames = 1): void {
@@ -96,6 +170,7 @@ class TrackedConnection implements Connection {
     info.lastSeenAt = this.context.now();
     this.metrics.bytesOut.inc(bytes);
     this.metrics.framesOut.inc(frames);
+    if (info.protocol === "udp") this.context.touched(this);
   }
 
   /**
@@ -161,6 +236,8 @@ export class ConnectionManager {
   readonly #connections = new Map<string, TrackedConnection>();
   readonly #perListener = new Map<string, number>();
   readonly #perAddress = new Map<string, number>();
+  /** Each UDP listener's peers, idlest first (a peer moves to the end on traffic). */
+  readonly #udpPeers = new Map<string, Map<string, TrackedConnection>>();
   /** Admitted connections that hold a descriptor of their own (all but UDP peers). */
   #socketConnections = 0;
   readonly #descriptorLimit: number;
@@ -176,6 +253,9 @@ export class ConnectionManager {
   readonly #refused;
   readonly #bytes;
   readonly #frames;
+  readonly #dropped;
+  readonly #rateLimited;
+  readonly #evicted;
 
   constructor(
     bus: Bus,
@@ -184,7 +264,15 @@ export class ConnectionManager {
   ) {
     this.#bus = bus;
     this.#now = options.now ?? Date.now;
-    this.#context = { bus, now: this.#now, release: (connection) => this.#release(connection) };
+    this.#context = {
+      bus,
+      now: this.#now,
+      release: (connection) => this.#release(connection),
+      touched: (connection) => {
+        const peers = this.#udpPeers.get(connection.source.listener);
+        if (peers?.delete(connection.id)) peers.set(connection.id, connection);
+      },
+    };
     this.#descriptorLimit = options.maxOpenFiles ?? descriptorLimit();
     this.#descriptorBudget = connectionBudget(this.#descriptorLimit);
     this.#open = metrics.gauge("gateway_connections_open", "Open connections.", ["listener"]);
@@ -208,6 +296,21 @@ export class ConnectionManager {
       "Frames, messages or datagrams received (in) and sent (out) on connections.",
       ["listener", "direction"],
     );
+    this.#dropped = metrics.counter(
+      "gateway_connection_frames_dropped_total",
+      "Frames, messages or datagrams received and dropped, over their connection's messageRate.",
+      ["listener", "reason"],
+    );
+    this.#rateLimited = metrics.counter(
+      "gateway_connections_rate_limited_total",
+      "Connections closed for going over their messageRate.",
+      ["listener"],
+    );
+    this.#evicted = metrics.counter(
+      "gateway_connections_evicted_total",
+      "UDP peers forgotten to make room for a new one (the idlest without a bound device).",
+      ["listener"],
+    );
   }
 
   /** How many connections are open. */
@@ -220,10 +323,15 @@ export class ConnectionManager {
    * listener: `maxConnections` of the listener, `maxPerIp` of the listener for
    * that remote address, or the process's descriptor budget (not applied to
    * UDP peers, which share their listener's socket). The listener closes a
-   * refused connection.
+   * refused connection. A UDP peer over `maxConnections` or `maxPerIp` first
+   * evicts (closes through its handle) the idlest peer of that listener (and
+   * address) that has no device bound, preferring one never sent anything,
+   * and is refused only when every peer there has a device bound.
    */
   admit(request: AdmitRequest): Connection | { refused: string } {
     const { listener, protocol, remoteAddress, limits, handle } = request;
+    const addressKey = `${listener}\n${remoteAddress}`;
+    if (protocol === "udp") this.#makeRoom(listener, addressKey, limits);
     const onListener = this.#perListener.get(listener) ?? 0;
     if (onListener >= limits.maxConnections) {
       return this.#refuse(
@@ -232,7 +340,6 @@ export class ConnectionManager {
         `listener "${listener}" has ${onListener} connections, its maxConnections`,
       );
     }
-    const addressKey = `${listener}\n${remoteAddress}`;
     const fromAddress = this.#perAddress.get(addressKey) ?? 0;
     if (fromAddress >= limits.maxPerIp) {
       return this.#refuse(
@@ -242,7 +349,7 @@ export class ConnectionManager {
       );
     }
     if (protocol !== "udp") {
-      if (this.#socketConnections >= this.#descriptorBudget) {
+      if (this.#socketConnections + descriptorsOf(protocol) > this.#descriptorBudget) {
         return this.#refuse(
           listener,
           "fd_budget",
@@ -250,7 +357,7 @@ export class ConnectionManager {
             `descriptor budget (open files limit ${this.#descriptorLimit} minus headroom)`,
         );
       }
-      this.#socketConnections++;
+      this.#socketConnections += descriptorsOf(protocol);
     }
 
     const id = `c${(this.#nextId++).toString(36)}${this.#idSuffix}`;
@@ -271,12 +378,17 @@ export class ConnectionManager {
         framesOut: 0,
       },
       handle,
-      limits.idleTimeout,
+      limits,
       addressKey,
       metrics,
       this.#context,
     );
     this.#connections.set(id, connection);
+    if (protocol === "udp") {
+      let peers = this.#udpPeers.get(listener);
+      if (!peers) this.#udpPeers.set(listener, peers = new Map());
+      peers.set(id, connection);
+    }
     this.#perListener.set(listener, onListener + 1);
     this.#perAddress.set(addressKey, fromAddress + 1);
     metrics.open.inc();
@@ -315,11 +427,17 @@ export class ConnectionManager {
     try {
       connection.handle.close(reason);
     } catch (error) {
-      logger.warn("closing connection {id} of listener {listener} failed: {error}", {
-        id,
-        listener: connection.source.listener,
-        error,
-      });
+      const { listener } = connection.source;
+      eventWarnings.warn(
+        logger,
+        `close/${listener}`,
+        "closing connection {id} of listener {listener} failed: {error}",
+        {
+          id,
+          listener,
+          error,
+        },
+      );
     }
     return true;
   }
@@ -331,6 +449,40 @@ export class ConnectionManager {
   stop(): void {
     clearInterval(this.#sweeper);
     this.#sweeper = undefined;
+  }
+
+  /**
+   * Evicts UDP peers of `listener` while it is at `maxConnections` (or the
+   * address of `addressKey` at `maxPerIp`): the idlest peer without a bound device,
+   * of those never sent anything if there is one, as long as there is one.
+   */
+  #makeRoom(
+    listener: string,
+    addressKey: string,
+    limits: ConnectionLimits,
+  ): void {
+    const peers = this.#udpPeers.get(listener);
+    if (!peers) return;
+    const full = () => (this.#perListener.get(listener) ?? 0) >= limits.maxConnections;
+    const fullForAddress = () => (this.#perAddress.get(addressKey) ?? 0) >= limits.maxPerIp;
+    while (full() || fullForAddress()) {
+      const sameAddress = !full();
+      let idlest: TrackedConnection | undefined;
+      for (const peer of peers.values()) {
+        if (peer.deviceId !== undefined) continue;
+        if (sameAddress && peer.addressKey !== addressKey) continue;
+        if (!peer.answered) {
+          idlest = peer;
+          break;
+        }
+        idlest ??= peer;
+      }
+      if (!idlest) return;
+      this.#evicted.labels({ listener }).inc();
+      this.close(idlest.id, "evicted: the listener's peer table is full");
+      // A handle that did not release its peer at once must not be tried again.
+      if (this.#connections.has(idlest.id)) idlest.closed();
+    }
   }
 
   #refuse(listener: string, reason: RefusalReason, message: string): { refused: string } {
@@ -348,6 +500,8 @@ export class ConnectionManager {
         bytesOut: this.#bytes.labels({ listener, direction: "out" }),
         framesIn: this.#frames.labels({ listener, direction: "in" }),
         framesOut: this.#frames.labels({ listener, direction: "out" }),
+        framesDropped: this.#dropped.labels({ listener, reason: "rate_limit" }),
+        rateLimited: this.#rateLimited.labels({ listener }),
       };
       this.#listenerMetrics.set(listener, metrics);
     }
@@ -357,13 +511,15 @@ export class ConnectionManager {
   #release(connection: TrackedConnection): void {
     const { id, source } = connection;
     this.#connections.delete(id);
+    const peers = this.#udpPeers.get(source.listener);
+    if (peers?.delete(id) && peers.size === 0) this.#udpPeers.delete(source.listener);
     const onListener = this.#perListener.get(source.listener)! - 1;
     if (onListener === 0) this.#perListener.delete(source.listener);
     else this.#perListener.set(source.listener, onListener);
     const fromAddress = this.#perAddress.get(connection.addressKey)! - 1;
     if (fromAddress === 0) this.#perAddress.delete(connection.addressKey);
     else this.#perAddress.set(connection.addressKey, fromAddress);
-    if (source.protocol !== "udp") this.#socketConnections--;
+    if (source.protocol !== "udp") this.#socketConnections -= descriptorsOf(source.protocol);
     connection.metrics.open.dec();
     this.#bus.unsubscribeOwner(id);
     if (this.#connections.size === 0) this.stop();

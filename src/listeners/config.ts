@@ -25,6 +25,31 @@ export const TlsConfig = z.strictObject({
   key: z.string().describe("PEM private key file"),
 });
 
+/** The HTTP guard's limits and timeouts. */
+export const HttpGuardConfig = z.strictObject({
+  headerTimeout: Duration.default(10_000).describe(
+    "a request head must be complete this long after its first byte",
+  ),
+  bodyTimeout: Duration.default(30_000).describe(
+    "most time between two parts of a request body",
+  ),
+  idleTimeout: Duration.default(60_000).describe(
+    "close a connection with no request in progress after this long",
+  ),
+  handshakeTimeout: Duration.default(10_000).describe(
+    "a TLS handshake must end this long after the connection is accepted",
+  ),
+  maxConnections: z.number().int().positive().default(10_000).describe(
+    "most open connections on this listener",
+  ),
+  maxPerIp: z.number().int().positive().default(256).describe(
+    "most open connections from one address on this listener",
+  ),
+});
+
+/** The HTTP guard's settings, validated. */
+export type HttpGuardConfig = z.output<typeof HttpGuardConfig>;
+
 /** An HTTP or HTTPS listener. */
 export const HttpListenerConfig = z.strictObject({
   type: z.literal("http"),
@@ -32,10 +57,39 @@ export const HttpListenerConfig = z.strictObject({
   port: Port,
   tls: TlsConfig.optional(),
   drainTimeout: Duration.default(10_000).describe(
-    "how long in-flight requests may take to finish when the listener stops",
+    "how long in-flight requests may take to finish when the listener stops; then they are cut",
   ),
   plugins: z.array(PluginName).optional().describe("plugins whose hooks run on every route here"),
+  guard: z.union([z.boolean(), HttpGuardConfig]).optional().describe(
+    "accept connections in the gateway (limits and timeouts) and relay them to the HTTP server: " +
+      "true, false, or the settings (which turn it on). Default: on, except for a plain-HTTP " +
+      "listener on a loopback address; always on with tls",
+  ),
+}).refine((l) => l.guard !== false || l.tls === undefined, {
+  message: "an HTTPS listener runs the guard (it terminates TLS): remove guard: false or tls",
+  path: ["guard"],
 });
+
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|\[::1\]|localhost)$/;
+
+/**
+ * The guard settings of an HTTP listener, or undefined when it runs without
+ * one: as configured, else a guard with the default settings for HTTPS and
+ * for addresses other than loopback ones.
+ *
+ * @example
+ * ```ts
+ * import { guardOf, HttpListenerConfig } from "./config.ts";
+ * guardOf(HttpListenerConfig.parse({ type: "http", port: 8080 })); // undefined: 127.0.0.1
+ * guardOf(HttpListenerConfig.parse({ type: "http", host: "0.0.0.0", port: 8080 }))?.maxPerIp; // 256
+ * ```
+ */
+export function guardOf(listener: HttpListenerConfig): HttpGuardConfig | undefined {
+  const { guard } = listener;
+  if (typeof guard === "object") return guard;
+  const on = guard ?? (listener.tls !== undefined || !LOOPBACK.test(listener.host));
+  return on ? HttpGuardConfig.parse({}) : undefined;
+}
 
 const ByteString = z.string().min(1).describe(
   "text, or hex bytes written 'hex:0d0a'",

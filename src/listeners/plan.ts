@@ -8,8 +8,10 @@
  */
 
 import type { ServeHandler } from "../router/app.ts";
-import { listenerAddress, type ListenersConfig } from "./config.ts";
-import { HttpListener } from "./http.ts";
+import { guardOf, listenerAddress, type ListenersConfig } from "./config.ts";
+import { type HttpBinding, HttpListener } from "./http.ts";
+import { secureContextFor } from "./http_guard.ts";
+import { ListenError } from "./listen_error.ts";
 import type { PlannedListener } from "./set.ts";
 import { TcpListener, type TcpListenerServices } from "./tcp.ts";
 import { UdpListener, type UdpListenerDeps } from "./udp.ts";
@@ -30,7 +32,7 @@ import { UnixFramedListener } from "./unix_framed.ts";
 export function planHttpListener(
   label: string,
   key: string,
-  binding: ConstructorParameters<typeof HttpListener>[1],
+  binding: HttpBinding,
   handler: ServeHandler,
 ): PlannedListener {
   return {
@@ -39,15 +41,38 @@ export function planHttpListener(
       : `unix:${binding.path}`,
     key,
     create: () => new HttpListener(label, binding, handler),
-    adopt: (module) => (module as HttpListener).setHandler(handler),
+    adopt: (module) => {
+      const listener = module as HttpListener;
+      listener.setHandler(handler);
+      if (binding.tls) listener.setTls(binding.tls);
+    },
   };
+}
+
+/**
+ * The PEM certificate chain and key of an HTTPS listener, checked
+ * ({@link secureContextFor}). Throws a {@link ListenError} naming the
+ * listener when they are not usable.
+ */
+async function readTls(name: string, files: { cert: string; key: string }) {
+  const pem = {
+    cert: await Deno.readTextFile(files.cert),
+    key: await Deno.readTextFile(files.key),
+  };
+  try {
+    secureContextFor(pem);
+  } catch (error) {
+    throw new ListenError(`listener "${name}": ${(error as Error).message}`, { cause: error });
+  }
+  return pem;
 }
 
 /**
  * The listeners of the `listeners` section, by name. HTTP listeners (and
  * Unix sockets speaking HTTP) serve `handlerFor(name)`; the others publish
- * to the bus through `services`. TLS files are read here, so a renewed
- * certificate (a changed config hash) binds a new socket.
+ * to the bus through `services`. TLS files are read and checked here; a
+ * renewed certificate is handed to the running listener at commit (new
+ * connections get it at once, open ones keep theirs).
  *
  * @example
  * ```ts
@@ -75,16 +100,19 @@ export async function planListeners(
     const settings = `${name}\n${JSON.stringify(listener)}`;
     const address = listenerAddress(listener);
     if (listener.type === "http") {
-      const tls = listener.tls && {
-        cert: await Deno.readTextFile(listener.tls.cert),
-        key: await Deno.readTextFile(listener.tls.key),
-      };
+      const tls = listener.tls && await readTls(name, listener.tls);
+      const guard = guardOf(listener);
       plan.set(
         name,
         planHttpListener(
           `listener "${name}"`,
-          `${settings}\n${tls?.cert}\n${tls?.key}`,
-          { ...listener, tls },
+          // A new certificate (or its files' paths) is taken by the running listener.
+          `${name}\n${JSON.stringify({ ...listener, tls: tls !== undefined })}`,
+          {
+            ...listener,
+            tls,
+            guard: guard && { ...guard, listener: name, connections: services.connections },
+          },
           handlerFor(name),
         ),
       );

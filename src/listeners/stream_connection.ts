@@ -17,6 +17,7 @@ import type { ConnectionManager } from "../connections/manager.ts";
 import type { TemplateValues } from "../bus/topic_template.ts";
 import { type FrameCodec, FrameError } from "./framing.ts";
 import { concat } from "../util/concat.ts";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 
 /** What a socket listener needs from the rest of the gateway. */
 export interface ListenerServices {
@@ -216,11 +217,12 @@ export function admitConnection(
     handle,
   });
   if ("refused" in admitted) {
-    logger.info('listener "{listener}": refused {peer}: {reason}', {
-      listener: listener.listener,
-      peer: peer.label,
-      reason: admitted.refused,
-    });
+    eventWarnings.warn(
+      logger,
+      `refused/${listener.listener}`,
+      'listener "{listener}": refused {peer}: {reason}',
+      { listener: listener.listener, peer: peer.label, reason: admitted.refused },
+    );
     closeQuietly(conn);
     return undefined;
   }
@@ -256,7 +258,7 @@ export function admitConnection(
  * const connection = {
  *   id: "c1",
  *   source: { listener: "demo", protocol: "tcp", connectionId: "c1" },
- *   received() {},
+ *   received: (_bytes: number, frames = 1) => frames,
  *   sent() {},
  *   bindDevice() {},
  *   closed() {},
@@ -373,8 +375,9 @@ export async function serveFramedConnection(
         frames = error.frames;
         broken = error;
       }
-      connection.received(n, frames.length);
-      if (!deliver(frames)) return;
+      // Frames over the connection's message rate are dropped (and the manager closes it).
+      const within = connection.received(n, frames.length);
+      if (!deliver(within < frames.length ? frames.slice(0, within) : frames)) return;
       if (broken) throw broken;
     }
     await writer.flushed();
@@ -391,10 +394,12 @@ export async function serveFramedConnection(
 function logEnd(listener: string, peer: Peer, error: unknown): void {
   const fields = { listener, peer: peer.label, error: (error as Error).message };
   if (error instanceof FrameError) {
-    logger.warn('listener "{listener}": closing {peer}: {error} (at byte {offset})', {
-      ...fields,
-      offset: error.offset,
-    });
+    eventWarnings.warn(
+      logger,
+      `frame/${listener}`,
+      'listener "{listener}": closing {peer}: {error} (at byte {offset})',
+      { ...fields, offset: error.offset },
+    );
   } else if (
     error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe
   ) {
@@ -402,7 +407,12 @@ function logEnd(listener: string, peer: Peer, error: unknown): void {
   } else if (
     !(error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted)
   ) {
-    logger.warn('listener "{listener}": closing {peer}: {error}', fields);
+    eventWarnings.warn(
+      logger,
+      `read/${listener}`,
+      'listener "{listener}": closing {peer}: {error}',
+      fields,
+    );
   }
 }
 

@@ -8,6 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 import type { TcpListenerConfig } from "./config.ts";
 import type { Upstream, UpstreamTarget } from "../upstreams/upstream.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
@@ -140,7 +141,7 @@ export class TcpListener {
       {
         listener: this.name,
         protocol: "tcp",
-        limits: this.config.limits,
+        limits: { ...this.config.limits, messageRate: undefined }, // it relays bytes, not messages
       },
       this.services.connections,
       {
@@ -162,11 +163,16 @@ export class TcpListener {
       const upstream = this.services.upstreams.get(this.config.upstream ?? "");
       const picked = upstream && await this.#connectUpstream(upstream);
       if (picked === undefined) {
-        logger.warn("{listener}: no target of upstream {upstream} took {peer}", {
-          listener: this.#label,
-          upstream: this.config.upstream,
-          peer: peer.label,
-        });
+        eventWarnings.warn(
+          logger,
+          `tcp/${this.name}/no-target`,
+          "{listener}: no target of upstream {upstream} took {peer}",
+          {
+            listener: this.#label,
+            upstream: this.config.upstream,
+            peer: peer.label,
+          },
+        );
         return;
       }
       const { server, target } = picked;
@@ -209,12 +215,17 @@ export class TcpListener {
         const reason = `connect: ${(error as Error).message}`;
         target.reportFailure(reason);
         target.release();
-        logger.warn("{listener}: upstream {upstream} target {target} failed: {reason}", {
-          listener: this.#label,
-          upstream: upstream.name,
-          target: target.url,
-          reason,
-        });
+        eventWarnings.warn(
+          logger,
+          `tcp/${this.name}/target-failed`,
+          "{listener}: upstream {upstream} target {target} failed: {reason}",
+          {
+            listener: this.#label,
+            upstream: upstream.name,
+            target: target.url,
+            reason,
+          },
+        );
       }
     }
     return undefined;

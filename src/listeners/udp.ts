@@ -2,7 +2,12 @@
  * A UDP listener: each datagram becomes a bus message whose source is the
  * sending peer, and `reply` sends a datagram back to that peer. Peers are
  * tracked by the connection manager like connections (limits, idle timeout,
- * admin listing, pushes on `conn/<id>/send`), keyed by address and port.
+ * admin listing, pushes on `conn/<id>/send`, message rate), keyed by address
+ * and port. Source addresses cost nothing to forge, so the table of peers
+ * keeps only what is useful: when it is full, a new peer evicts the idlest
+ * one that has no device bound, preferring one that was never sent anything
+ * (a reply or a push), instead of being refused. A peer over its message
+ * rate has its excess datagrams dropped (there is no connection to close).
  *
  * @module
  */
@@ -13,6 +18,7 @@ import type { Bus } from "../bus/bus.ts";
 import type { Connection } from "../connections/connection.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
 import { compileTopicTemplate, type TemplateValues } from "../bus/topic_template.ts";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 
 const logger = getLogger(["gateway", "listener", "udp"]);
 
@@ -96,10 +102,12 @@ export class UdpListener {
         received = await socket.receive(buffer);
       } catch (error) {
         if (this.#stopping) return;
-        logger.warn("listener {listener}: receive failed, retrying: {error}", {
-          listener: this.name,
-          error,
-        });
+        eventWarnings.warn(
+          logger,
+          `udp/${this.name}/receive`,
+          "listener {listener}: receive failed, retrying: {error}",
+          { listener: this.name, error },
+        );
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
@@ -112,16 +120,17 @@ export class UdpListener {
     const config = this.#config;
     const peerKey = `${addr.hostname}:${addr.port}`;
     if (data.length > config.maxDatagramSize) {
-      logger.warn(
+      eventWarnings.warn(
+        logger,
+        `udp/${this.name}/oversized`,
         "listener {listener}: dropped a datagram from {peer} over maxDatagramSize ({max} bytes)",
         { listener: this.name, peer: peerKey, max: config.maxDatagramSize },
       );
       return;
     }
     const peer = this.#peers.get(peerKey) ?? this.#admit(socket, addr, peerKey);
-    if (!peer) return;
-    const payload = data.slice();
-    peer.received(payload.length);
+    // Over the peer's message rate: dropped (and counted by the manager).
+    if (!peer || peer.received(data.length) === 0) return;
     const source = peer.source;
     const topic = this.#topic({
       listener: this.name,
@@ -131,7 +140,7 @@ export class UdpListener {
     });
     this.deps.bus.publish({
       topic,
-      payload,
+      payload: data.slice(),
       source,
       meta: { remotePort: String(addr.port) },
       reply: (answer) => this.#send(socket, peer, addr, answer),
@@ -154,11 +163,12 @@ export class UdpListener {
       },
     });
     if ("refused" in admitted) {
-      logger.warn("listener {listener}: refused datagrams from {peer}: {reason}", {
-        listener: this.name,
-        peer: peerKey,
-        reason: admitted.refused,
-      });
+      eventWarnings.warn(
+        logger,
+        `udp/${this.name}/refused`,
+        "listener {listener}: refused datagrams from {peer}: {reason}",
+        { listener: this.name, peer: peerKey, reason: admitted.refused },
+      );
       return undefined;
     }
     const connection: Connection = admitted;
@@ -174,11 +184,12 @@ export class UdpListener {
     }
     peer.sent(payload.length);
     socket.send(payload, addr).catch((error) =>
-      logger.warn("listener {listener}: send to {peer} failed: {error}", {
-        listener: this.name,
-        peer: `${addr.hostname}:${addr.port}`,
-        error,
-      })
+      eventWarnings.warn(
+        logger,
+        `udp/${this.name}/send`,
+        "listener {listener}: send to {peer} failed: {error}",
+        { listener: this.name, peer: `${addr.hostname}:${addr.port}`, error },
+      )
     );
   }
 

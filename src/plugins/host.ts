@@ -17,6 +17,7 @@
 
 import { join } from "node:path";
 import { getLogger } from "@logtape/logtape";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 import type { Hono } from "hono";
 import type { Bus, Subscription } from "../bus/bus.ts";
 import type { MessageSource } from "../bus/message.ts";
@@ -756,10 +757,15 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       case "metric": {
         const metric = `gateway_plugin_${message.name.replace(/[^A-Za-z0-9_]/g, "_")}`;
         if (HOST_METRICS.has(metric)) {
-          logger.warn("plugin {name}: the metric name {metric} is the gateway's own", {
-            name,
-            metric,
-          });
+          eventWarnings.warn(
+            logger,
+            `plugins/${name}/metric`,
+            "plugin {name}: the metric name {metric} is the gateway's own",
+            {
+              name,
+              metric,
+            },
+          );
           return;
         }
         const labels = { ...message.labels, plugin: name };
@@ -775,7 +781,12 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
             );
           }
         } catch (error) {
-          logger.warn("plugin {name}: metric {metric} dropped: {error}", { name, metric, error });
+          eventWarnings.warn(
+            logger,
+            `plugins/${name}/metric`,
+            "plugin {name}: metric {metric} dropped: {error}",
+            { name, metric, error },
+          );
         }
         return;
       }

@@ -19,7 +19,10 @@
  *   pings; after a second silent interval it closes with 1001 "No response
  *   from ping frame.". A client that keeps talking is never pinged.
  * - A message larger than `maxMessageSize` (from the client) closes with 1009.
- *   Deno has already received the whole message by then.
+ *   Deno hands a message over only once it is complete, so on a listener
+ *   that runs the HTTP guard, the guard enforces the limit while fragments
+ *   arrive (the 101 response carries it, {@link limitMessages}); elsewhere
+ *   the check happens when the message is complete.
  * - Before each send, a `bufferedAmount` above `sendQueueLimit` closes the
  *   socket with 1008 "slow consumer" (counted) instead of queueing more. The
  *   close frame waits behind what is queued, so a peer that never reads keeps
@@ -29,7 +32,8 @@
  *   as binary when it says `type: "binary"`, and otherwise in the kind of the
  *   message they answer. Pushes through the connection handle carry no meta
  *   and go out as binary frames.
- * - The manager closes a socket (idle timeout, admin kick, shutdown) with 1001.
+ * - The manager closes a socket (idle timeout, admin kick, shutdown) with 1001,
+ *   and one that sends more messages than its `limits.messageRate` with 1008.
  *
  * @module
  */
@@ -40,6 +44,7 @@ import type { Bus } from "../bus/bus.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
 import type { Connection } from "../connections/connection.ts";
 import type { ConnectionManager } from "../connections/manager.ts";
+import { limitMessages } from "../connections/websocket_messages.ts";
 import { errorResponse, GatewayError, webSocketClose } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
 import type { Upstream, UpstreamTarget } from "../upstreams/upstream.ts";
@@ -217,7 +222,8 @@ export function createWebSocketTarget(
             throw new Error(`WebSocket ${connection.id} is not open or is too far behind`);
           }
         },
-        close: (reason) => socket?.close(1001, fitCloseReason(reason)),
+        close: (reason, violation) =>
+          socket?.close(violation ? 1008 : 1001, fitCloseReason(reason)),
       },
     });
     if ("refused" in admitted) {
@@ -338,7 +344,7 @@ export function createWebSocketTarget(
       };
       client.onmessage = (event: MessageEvent<string | ArrayBuffer>) => {
         const bytes = frameBytes(event.data);
-        connection.received(bytes.byteLength, 1);
+        if (connection.received(bytes.byteLength, 1) === 0) return; // over its rate: closing
         if (bytes.byteLength > config.maxMessageSize) {
           client.close(1009, "message too big");
         } else if (toUpstream.bufferedAmount > config.sendQueueLimit) {
@@ -347,7 +353,7 @@ export function createWebSocketTarget(
           toUpstream.send(typeof event.data === "string" ? event.data : bytes);
         }
       };
-      return response;
+      return limitMessages(response, config.maxMessageSize);
     }
 
     const params = c.req.param() as Record<string, string>;
@@ -362,7 +368,7 @@ export function createWebSocketTarget(
     client.onmessage = (event: MessageEvent<string | ArrayBuffer>) => {
       const kind = typeof event.data === "string" ? "text" : "binary";
       const payload = frameBytes(event.data);
-      connection.received(payload.byteLength, 1);
+      if (connection.received(payload.byteLength, 1) === 0) return; // over its rate: closing
       if (payload.byteLength > config.maxMessageSize) {
         client.close(1009, "message too big");
         return;
@@ -402,6 +408,6 @@ export function createWebSocketTarget(
         client.close(close.code, close.reason);
       }
     };
-    return response;
+    return limitMessages(response, config.maxMessageSize);
   };
 }

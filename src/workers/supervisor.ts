@@ -18,6 +18,7 @@
 
 import { dirname, join } from "node:path";
 import { getLogger } from "@logtape/logtape";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 import type { Hono } from "hono";
 import type { Bus } from "../bus/bus.ts";
 import type { WorkersConfig } from "./config.ts";
@@ -37,7 +38,6 @@ const SUN_PATH_MAX = 107;
 /** Frames before a `hello` are small; this bounds what an unknown peer can make us buffer. */
 const HELLO_MAX_FRAME = 1024 * 1024;
 const HELLO_TIMEOUT_MS = 10_000;
-const REFUSAL_LOG_INTERVAL_MS = 1000;
 
 /**
  * Makes the private directory the workers socket is bound in and returns the
@@ -103,8 +103,6 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
   #server?: StreamServer;
   #socketPath?: string;
   #stopped?: Promise<void>;
-  #refusalLoggedAt = -Infinity;
-  #refusalsUnlogged = 0;
 
   constructor(bus: Bus, registry: MetricsRegistry) {
     this.#bus = bus;
@@ -241,33 +239,18 @@ export class WorkerSupervisor implements GatewayModule<{ workers: WorkersConfig 
   }
 
   /**
-   * Logs a refused connection, at most once per {@link REFUSAL_LOG_INTERVAL_MS}
-   * with the count of those not logged since, so a local process that
-   * connects in a loop cannot flood the log.
-   */
-  #logRefusal(message: string): void {
-    const now = Date.now();
-    if (now - this.#refusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) {
-      this.#refusalsUnlogged++;
-      return;
-    }
-    const unlogged = this.#refusalsUnlogged;
-    this.#refusalLoggedAt = now;
-    this.#refusalsUnlogged = 0;
-    logger.warning("workers socket: refused a connection: {message}{unlogged}", {
-      message,
-      unlogged: unlogged > 0 ? ` (and ${unlogged} more not logged)` : "",
-    });
-  }
-
-  /**
    * Waits for a connection's hello and hands it to the instance it names;
    * resolves when the connection closes.
    */
   async #accept(conn: Deno.Conn): Promise<void> {
     const connection = new WorkerConnection(conn, HELLO_MAX_FRAME);
     const refuse = (message: string) => {
-      this.#logRefusal(message);
+      eventWarnings.warn(
+        logger,
+        "workers/refused",
+        "workers socket: refused a connection: {message}",
+        { message },
+      );
       connection.send({ type: "error", message });
       connection.end(message);
     };

@@ -322,6 +322,22 @@ Deno.test("a message over maxMessageSize closes the socket with 1009", async () 
   assertEquals(sizes, [16]);
 });
 
+Deno.test("messages over the route's messageRate close the socket with 1008; the burst is delivered", async () => {
+  await using gateway = serveWebSocketTarget({
+    limits: { messageRate: { perSecond: 1, burst: 5 } },
+  });
+  let delivered = 0;
+  gateway.bus.subscribe("ws/#", () => {
+    delivered++;
+  }, { owner: "test" });
+  await using client = await TestClient.open(`${gateway.wsUrl}x`);
+  // One more than the burst; more after it would reach a socket already closing.
+  for (let i = 0; i < 6; i++) client.socket.send("m");
+  const closed = await client.closed;
+  assertEquals([closed.code, closed.reason], [1008, "message rate exceeded"]);
+  assertEquals(delivered, 5);
+});
+
 Deno.test("heartbeat: a client that never answers pings is closed; one that answers stays", async () => {
   await using gateway = serveWebSocketTarget({ heartbeat: 100 });
   await using answering = await TestClient.open(`${gateway.wsUrl}x`);
