@@ -28,6 +28,7 @@ import { HttpMetrics } from "./observability/http_metrics.ts";
 import { configureLogging } from "./observability/log.ts";
 import { MetricsRegistry } from "./observability/metrics.ts";
 import { RateLimitPool } from "./pipeline/rate_limit.ts";
+import { BodyBudget } from "./pipeline/body_budget.ts";
 import { PluginHost } from "./plugins/host.ts";
 import { buildListenerApp } from "./router/app.ts";
 import { buildRouteTable } from "./router/table.ts";
@@ -77,6 +78,8 @@ export class Gateway {
   readonly #upstreams = new UpstreamSet(createHttp1Client());
   /** Rate-limit buckets, kept across reloads that do not change a route's limits. */
   readonly #rateLimits = new RateLimitPool();
+  /** Buffered request-body bytes of the whole process, across reloads (`security.limits.maxBufferedBytes`). */
+  readonly #bodyBudget = new BodyBudget(Infinity);
   readonly #plugins = new PluginHost(this.bus, this.metrics);
   readonly #models = new ModelRegistry(this.bus, this.metrics);
   readonly #mqtt = new MqttModule(this.bus, this.connections, this.metrics);
@@ -294,6 +297,13 @@ export class Gateway {
       changes.push(upstreams);
       const rateLimits = this.#rateLimits.prepare();
       changes.push({ commit: rateLimits.commit, abort() {} });
+      const { maxBufferedBytes } = config.security.limits;
+      changes.push({
+        commit: () => {
+          this.#bodyBudget.limit = maxBufferedBytes;
+        },
+        abort() {},
+      });
       const routes = buildRouteTable(config, {
         upstreams: upstreams.upstreams,
         client: this.#upstreams.client,
@@ -304,6 +314,7 @@ export class Gateway {
         plugins: this.#plugins,
         models: this.#models,
         rateLimits,
+        bodyBudget: this.#bodyBudget,
       });
       const plan = await planListeners(
         config.listeners,

@@ -14,26 +14,9 @@ import type { ModelTargetConfig, OcrTargetConfig } from "./config.ts";
 import type { InferRequest, ModelRegistry } from "./registry.ts";
 import { errorResponse, GatewayError } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
-import { concat } from "../util/concat.ts";
+import { BodyTooLargeError, bufferedBody } from "../pipeline/buffered_body.ts";
 
-/**
- * The request body, or undefined as soon as it is known to be over `limit`
- * bytes (by content-length, else by counting while reading).
- */
-async function readBody(request: Request, limit: number): Promise<Uint8Array | undefined> {
-  if (Number(request.headers.get("content-length") ?? 0) > limit) {
-    await request.body?.cancel();
-    return undefined;
-  }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of request.body ?? []) {
-    size += chunk.length;
-    if (size > limit) return undefined;
-    chunks.push(chunk);
-  }
-  return concat(chunks);
-}
+const decoder = new TextDecoder();
 
 /**
  * A target that runs a model on `{ "inputs": { name: { type, dims, data } } }`
@@ -67,8 +50,9 @@ export function createModelTarget(config: ModelTargetConfig, registry: ModelRegi
       );
     }
     let body: InferRequest;
+    const bytes = await bufferedBody(c).read(c.req.raw);
     try {
-      body = await c.req.json();
+      body = JSON.parse(decoder.decode(bytes));
     } catch (error) {
       return errorResponse(
         new GatewayError(400, "bad_json", `the body is not JSON: ${(error as Error).message}`),
@@ -109,8 +93,12 @@ export function createOcrTarget(config: OcrTargetConfig, registry: ModelRegistry
       );
     }
     const limit = registry.maxImageBytes;
-    const image = await readBody(c.req.raw, limit);
-    if (!image) {
+    const body = bufferedBody(c);
+    let image: Uint8Array;
+    try {
+      image = await body.read(c.req.raw, Math.min(limit, body.maxBodySize));
+    } catch (error) {
+      if (!(error instanceof BodyTooLargeError) || error.maxBodySize !== limit) throw error;
       return errorResponse(
         new GatewayError(
           413,

@@ -24,9 +24,22 @@ export const RateLimitConfig = z.strictObject({
 
 /** Request size limits. */
 export const LimitsConfig = z.strictObject({
-  maxBodySize: Size.optional().describe("413 above this"),
+  maxBodySize: Size.optional().describe(
+    "413 above this; 10MB when unset for targets that read the whole body " +
+      "(function, topic, model) and for plugins that read it; none for proxied routes",
+  ),
   maxHeaderSize: Size.optional().describe("431 above this many bytes of header names and values"),
   maxHeaderCount: z.number().int().positive().optional().describe("431 above this many headers"),
+});
+
+/**
+ * The process-wide request limits (`security.limits`): every route's
+ * defaults, and the budget of body bytes held in memory at once.
+ */
+export const SecurityLimitsConfig = LimitsConfig.extend({
+  maxBufferedBytes: Size.default(64 * 1024 * 1024).describe(
+    "request-body bytes held in memory at once, across all requests; 503 with Retry-After above",
+  ),
 });
 
 /**
@@ -48,6 +61,8 @@ export const CorsConfig = z.strictObject({
 
 /** Request size limits, validated. */
 export type LimitsConfig = z.output<typeof LimitsConfig>;
+/** The process-wide request limits, validated. */
+export type SecurityLimitsConfig = z.output<typeof SecurityLimitsConfig>;
 /** Rate limits, validated. */
 export type RateLimitConfig = z.output<typeof RateLimitConfig>;
 /** CORS settings, validated. */

@@ -8,6 +8,7 @@
  */
 
 import type { Context } from "hono";
+import type { BufferedBody } from "./buffered_body.ts";
 
 /** What the router knows about the route that took a request. */
 export interface RouteInfo {
@@ -38,9 +39,14 @@ export interface RequestState {
   upstreamTarget?: string;
 }
 
-/** The Hono environment of the gateway's apps: `c.env` is the {@link RequestState}. */
+/**
+ * The Hono environment of the gateway's apps: `c.env` is the
+ * {@link RequestState}; `c.get("body")` the request's body once something
+ * reads it whole (see `bufferedBody`).
+ */
 export interface GatewayEnv {
   Bindings: RequestState;
+  Variables: { body?: BufferedBody };
 }
 
 /** The context every stage and target receives. */

@@ -13,6 +13,7 @@
 import { errorResponse, GatewayError } from "../errors.ts";
 import { withoutConnectionNamed } from "../upstreams/hop_by_hop.ts";
 import type { GatewayContext, Stage } from "../pipeline/stage.ts";
+import { bufferedBody, streamOf } from "../pipeline/buffered_body.ts";
 import type { PluginHost, PluginSlot } from "./host.ts";
 import type { BodyData, HookResult, RequestData } from "./messages.ts";
 import { PluginError } from "./sandbox.ts";
@@ -79,7 +80,7 @@ function withBody(
   return bytes as Uint8Array<ArrayBuffer>;
 }
 
-/** Reads a request's or response's body once, leaving a replayable copy. */
+/** Reads a response's body once, leaving a replayable copy. */
 function bodyReader(read: () => Promise<ArrayBuffer>): () => Promise<Uint8Array> {
   let bytes: Promise<Uint8Array> | undefined;
   return () => bytes ??= read().then((buffer) => new Uint8Array(buffer));
@@ -139,6 +140,9 @@ export function createPluginStage(
     let request = requestData(c, c.req.raw);
     const ran: PluginSlot[] = [];
     const states = new Map<PluginSlot, unknown>();
+    // The request body, read whole (held to the route's limit and budget) when a hook asks,
+    // once for every hook and the target.
+    const whole = bufferedBody(c);
     let response: Response | undefined;
     for (const slot of slots) {
       if (!slot.active?.info?.hooks.onRequest) {
@@ -146,7 +150,13 @@ export function createPluginStage(
         continue;
       }
       const raw = c.req.raw;
-      const body = bodyReader(() => raw.arrayBuffer());
+      // A body over its limit or budget answers as such (413, 503), not as the hook's failure.
+      let bodyFailure: unknown;
+      const body = () =>
+        whole.read(raw).catch((error) => {
+          bodyFailure = error;
+          throw error;
+        });
       let result: HookResult;
       try {
         result = await host.run(
@@ -155,7 +165,7 @@ export function createPluginStage(
           (sandbox) => sandbox.onRequest(request, deadline(), body),
         );
       } catch (error) {
-        return errorResponse(hookFailure(error, slot.name), c.env.requestId);
+        return errorResponse(bodyFailure ?? hookFailure(error, slot.name), c.env.requestId);
       }
       if (result.respond) {
         const headers = headersOf(result.respond.headers ?? {});
@@ -169,9 +179,14 @@ export function createPluginStage(
       if (result.state !== undefined) states.set(slot, result.state);
       if (result.method || result.url || result.headers || result.body !== undefined) {
         const headers = result.headers ? headersOf(result.headers) : new Headers(raw.headers);
-        const replaced = result.body === undefined
-          ? (raw.bodyUsed ? await body() as Uint8Array<ArrayBuffer> : raw.body)
-          : withBody(headers, result.body);
+        let replaced: ReadableStream<Uint8Array> | null;
+        if (result.body !== undefined) {
+          const bytes = withBody(headers, result.body)!;
+          whole.replace(bytes);
+          replaced = streamOf(bytes);
+        } else {
+          replaced = raw.bodyUsed ? streamOf(await body()) : raw.body;
+        }
         const method = result.method ?? raw.method;
         c.req.raw = new Request(new URL(result.url ?? raw.url, raw.url), {
           method,
@@ -181,7 +196,7 @@ export function createPluginStage(
         });
         request = requestData(c, c.req.raw);
       } else if (raw.bodyUsed) {
-        c.req.raw = new Request(raw, { body: await body() as Uint8Array<ArrayBuffer> });
+        c.req.raw = new Request(raw, { body: streamOf(await body()) });
       }
     }
     response ??= await next();

@@ -14,6 +14,7 @@ import { chain, type Stage, type Target } from "../pipeline/stage.ts";
 import { createCorsStage } from "../pipeline/cors.ts";
 import { createRateLimitStage, type PreparedRateLimits } from "../pipeline/rate_limit.ts";
 import { createLimitsStage } from "../pipeline/limits.ts";
+import { BodyBudget } from "../pipeline/body_budget.ts";
 import { createStaticTarget } from "../targets/static.ts";
 import { createRespondTarget } from "../targets/respond.ts";
 import { createTopicTarget } from "../targets/topic.ts";
@@ -58,6 +59,11 @@ export interface RouteTableDeps {
   plugins?: PluginHost;
   /** The model registry; routes with a `model` or `ocr` target need it. */
   models?: ModelRegistry;
+  /**
+   * The process's budget of buffered request-body bytes, kept across reloads
+   * (its limit set by the caller at commit); a new one for every build when absent.
+   */
+  bodyBudget?: BodyBudget;
   /** Rate-limit buckets kept across reloads; new buckets for every build when absent. */
   rateLimits?: PreparedRateLimits;
 }
@@ -140,6 +146,8 @@ export function buildRouteTable(
   config: RouteTableConfig,
   deps: RouteTableDeps,
 ): CompiledRoute[] {
+  const { maxBufferedBytes, ...limitDefaults } = config.security.limits;
+  const budget = deps.bodyBudget ?? new BodyBudget(maxBufferedBytes);
   return config.routes.map((route, i) => {
     const name = route.name ?? `routes[${i}]`;
     const stages: Stage[] = [];
@@ -150,9 +158,14 @@ export function buildRouteTable(
         buckets: deps.rateLimits?.buckets(name, rateLimit),
       });
     if (limited) stages.push(limited);
-    const limits = createLimitsStage({ ...config.security.limits, ...route.limits });
-    if (limits) stages.push(limits);
     const plugins = pluginsByListener(config, route);
+    const { function: fn, topic, model, ocr } = route.target;
+    const limits = createLimitsStage({ ...limitDefaults, ...route.limits }, {
+      target: fn || topic || model || ocr ? "buffered" : "streamed",
+      plugins: plugins.size > 0,
+      budget,
+    });
+    if (limits) stages.push(limits);
     if (plugins.size > 0) {
       if (!deps.plugins) {
         throw new Error(`route "${name}": plugins need the plugin host (RouteTableDeps.plugins)`);

@@ -9,12 +9,12 @@
 
 import { z } from "zod";
 import type { ConfigSection } from "../config/section.ts";
-import { LimitsConfig, RateLimitConfig } from "../pipeline/config.ts";
+import { RateLimitConfig, SecurityLimitsConfig } from "../pipeline/config.ts";
 import { isAddressRange } from "./trusted_proxies.ts";
 
 /** Process-wide security defaults; routes may override limits and rate limits. */
 export const SecurityConfig = z.strictObject({
-  limits: LimitsConfig.prefault({}),
+  limits: SecurityLimitsConfig.prefault({}),
   rateLimit: RateLimitConfig.optional(),
   trustedProxies: z.array(
     z.string().refine(isAddressRange, "expected an IP address or CIDR range, like 10.0.0.0/8"),

@@ -11,19 +11,26 @@ import { errorResponse, GatewayError } from "../errors.ts";
 import { callFunction, parseFunctionRef } from "../functions/call.ts";
 import { encodeBody, type HttpRequestArgs, resultToResponse } from "../functions/http.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
+import { bufferedBody } from "../pipeline/buffered_body.ts";
+
+const decoder = new TextDecoder();
 
 /** The argument a function gets for a request: its JSON body for a model, else {@link HttpRequestArgs}. */
 async function argsOf(c: GatewayContext, model: boolean): Promise<unknown> {
   const request = c.req.raw;
-  const bytes = request.body ? new Uint8Array(await request.arrayBuffer()) : new Uint8Array();
+  const whole = bufferedBody(c);
+  const bytes = await whole.read(request);
   if (model) {
     try {
-      return JSON.parse(new TextDecoder().decode(bytes));
+      return JSON.parse(decoder.decode(bytes));
     } catch (error) {
       throw new GatewayError(400, "bad_json", `the body is not JSON: ${(error as Error).message}`);
     }
   }
   const url = new URL(request.url);
+  const body = encodeBody(bytes, request.headers.get("content-type") ?? undefined);
+  // The text or base64 of the body is held with the call, beside the bytes.
+  whole.hold(body.body.length);
   return {
     method: request.method,
     path: url.pathname,
@@ -31,7 +38,7 @@ async function argsOf(c: GatewayContext, model: boolean): Promise<unknown> {
     params: c.req.param() as Record<string, string>,
     query: Object.fromEntries(url.searchParams),
     headers: Object.fromEntries(request.headers),
-    ...encodeBody(bytes, request.headers.get("content-type") ?? undefined),
+    ...body,
     clientIp: c.env.clientIp,
     requestId: c.env.requestId,
   } satisfies HttpRequestArgs;

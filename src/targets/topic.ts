@@ -3,6 +3,7 @@
  * the body is published and the answer is 202 with the number of
  * subscribers it reached (a way to push to devices: `device/{id}/send`); in
  * `request` mode it is sent as a request and the first reply is the response.
+ * The payload is the body as read (see `bufferedBody`), not a copy of it.
  *
  * @module
  */
@@ -12,6 +13,7 @@ import type { Bus } from "../bus/bus.ts";
 import { compileTopicTemplate } from "../bus/topic_template.ts";
 import { errorResponse } from "../errors.ts";
 import type { GatewayContext, Target } from "../pipeline/stage.ts";
+import { bufferedBody } from "../pipeline/buffered_body.ts";
 
 /**
  * Creates a topic target. Route params fill the template's placeholders.
@@ -27,7 +29,7 @@ export function createTopicTarget(config: TopicTargetConfig, bus: Bus): Target {
   const render = compileTopicTemplate(config.topic);
   return async (c: GatewayContext): Promise<Response> => {
     const topic = render(c.req.param() as Record<string, string>);
-    const payload = new Uint8Array(await c.req.raw.arrayBuffer());
+    const payload = await bufferedBody(c).read(c.req.raw);
     const meta: Record<string, string> = { requestId: c.env.requestId };
     const contentType = c.req.header("content-type");
     if (contentType) meta.contentType = contentType;

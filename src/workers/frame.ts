@@ -22,6 +22,8 @@ const codec = createFrameCodec({
   maxLength: 0xffff_ffff,
 });
 const encoder = new TextEncoder();
+/** Frames of more characters than this are encoded into their own buffer at once. */
+const DIRECT_ENCODE = 64 * 1024;
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** A decoded frame body: a JSON object with a string `type`. */
@@ -137,7 +139,17 @@ export function encodeFrame<M extends { readonly type: string }>(
   message: M,
   maxFrame = 0xffff_ffff,
 ): Uint8Array {
-  const body = encoder.encode(JSON.stringify(message));
+  const json = JSON.stringify(message);
+  if (json.length > DIRECT_ENCODE && json.length <= maxFrame) {
+    // Large ASCII JSON (base64 bodies, most text) is encoded straight into the frame, not copied
+    // there; small frames come from the codec's slab, which is cheaper than an allocation.
+    const frame = new Uint8Array(HEADER + json.length);
+    if (encoder.encodeInto(json, frame.subarray(HEADER)).read === json.length) {
+      new DataView(frame.buffer).setUint32(0, json.length);
+      return frame;
+    }
+  }
+  const body = encoder.encode(json);
   if (body.length > maxFrame) {
     throw new RangeError(
       `a "${message.type}" frame of ${body.length} bytes exceeds the maximum frame of ${maxFrame}`,

@@ -1,6 +1,8 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { BodyTooLargeError, createLimitsStage } from "../../src/pipeline/limits.ts";
 import { chain, type Target } from "../../src/pipeline/stage.ts";
+import { BodyBudget } from "../../src/pipeline/body_budget.ts";
+import { bufferedBody } from "../../src/pipeline/buffered_body.ts";
 import { serveTarget } from "../helpers/test_server.ts";
 
 const encoder = new TextEncoder();
@@ -108,4 +110,70 @@ Deno.test("the body of a request without one is left alone", async () => {
   await using server = serveTarget(chain([stage], (c) => new Response(String(c.req.raw.body))));
   const res = await fetch(server.url);
   assertEquals([res.status, await res.text()], [200, "null"]);
+});
+
+/** A target that reads the body whole, as the function and topic targets do, and says its size. */
+const bufferedSize: Target = async (c) =>
+  new Response(String((await bufferedBody(c).read(c.req.raw)).length));
+
+Deno.test("a buffered route holds a declared body to 10MB by default, before the target runs", async () => {
+  let targetCalls = 0;
+  const budget = new BodyBudget(64 * 1024 * 1024);
+  const stage = createLimitsStage({}, { target: "buffered", plugins: false, budget });
+  assert(stage);
+  await using server = serveTarget(chain([stage], (c) => {
+    targetCalls += 1;
+    return bufferedSize(c);
+  }));
+  const fits = await fetch(server.url, { method: "POST", body: new Uint8Array(10 * 1024 * 1024) });
+  assertEquals([fits.status, await fits.text()], [200, String(10 * 1024 * 1024)]);
+  const over = await fetch(server.url, {
+    method: "POST",
+    body: new Uint8Array(10 * 1024 * 1024 + 1),
+  });
+  assertEquals([over.status, (await over.json()).error.code], [413, "body_too_large"]);
+  assertEquals(targetCalls, 1);
+  assertEquals(budget.used, 0);
+});
+
+Deno.test("a streamed route without limits or plugins gets no stage", () => {
+  const budget = new BodyBudget(1024);
+  assertEquals(createLimitsStage({}, { target: "streamed", plugins: false, budget }), null);
+  assert(createLimitsStage({}, { target: "streamed", plugins: true, budget }));
+});
+
+Deno.test("a body the budget cannot hold answers 503 with Retry-After; answered bodies give it back", async () => {
+  const budget = new BodyBudget(150);
+  const stage = createLimitsStage({}, { target: "buffered", plugins: false, budget });
+  assert(stage);
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  await using server = serveTarget(chain([stage], async (c) => {
+    const bytes = await bufferedBody(c).read(c.req.raw);
+    if (bytes.length === 100) await held;
+    return new Response(String(bytes.length));
+  }));
+  const first = fetch(server.url, { method: "POST", body: "x".repeat(100) });
+  while (budget.used === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  const refused = await fetch(server.url, { method: "POST", body: "x".repeat(60) });
+  assertEquals(refused.status, 503);
+  assertEquals(refused.headers.get("retry-after"), "1");
+  assertEquals((await refused.json()).error.code, "body_budget");
+  release();
+  assertEquals(await (await first).text(), "100");
+  assertEquals(budget.used, 0);
+  const later = await fetch(server.url, { method: "POST", body: "x".repeat(60) });
+  assertEquals(await later.text(), "60");
+});
+
+Deno.test("a chunked body read whole counts against the budget chunk by chunk", async () => {
+  const budget = new BodyBudget(250);
+  const stage = createLimitsStage({}, { target: "buffered", plugins: false, budget });
+  assert(stage);
+  await using server = serveTarget(chain([stage], bufferedSize));
+  const fits = await fetch(server.url, { method: "POST", body: chunkedBody(2, 100) });
+  assertEquals(await fits.text(), "200");
+  const over = await fetch(server.url, { method: "POST", body: chunkedBody(3, 100) });
+  assertEquals([over.status, (await over.json()).error.code], [503, "body_budget"]);
+  assertEquals(budget.used, 0);
 });
