@@ -70,5 +70,25 @@ export function loadGatewayConfig(
   path: string,
   env?: (name: string) => string | undefined,
 ): Promise<LoadedConfig<GatewayConfig>> {
-  return loadConfig(path, SECTIONS, env);
+  return loadConfig(path, SECTIONS, { env });
+}
+
+/**
+ * Loads the gateway's config file as {@link loadGatewayConfig} does and also
+ * looks at the plugins directory (`gateway check`): plugin names must be
+ * files there, and the functions routes call must be served by a plugin
+ * there, a worker or a model of the config.
+ *
+ * @example
+ * ```ts
+ * import { checkGatewayConfig } from "./sections.ts";
+ * const { hash } = await checkGatewayConfig("config/config.json");
+ * console.log(hash);
+ * ```
+ */
+export function checkGatewayConfig(
+  path: string,
+  env?: (name: string) => string | undefined,
+): Promise<LoadedConfig<GatewayConfig>> {
+  return loadConfig(path, SECTIONS, { env, discover: true });
 }

@@ -2,10 +2,12 @@
  * Reads a config document from disk: JSON with line and column on syntax
  * errors, sections pulled in with `{ "$include": "file.json" }`, `"env:NAME"`
  * secrets, each section validated by its own schema, cross-references checked
- * against the names other sections define, and the files each section names
- * checked. Every problem is reported as `file: json.path: message`, all at
- * once. The sections come from the caller (`src/sections.ts` for the
- * gateway): this folder knows no feature.
+ * against the names other sections define (and, for `gateway check`, the
+ * names found outside the document: the plugins directory), and the files
+ * each section names checked. Every problem is reported as
+ * `file:line:column: json.path: message` in plain language, all at once. The
+ * sections come from the caller (`src/sections.ts` for the gateway): this
+ * folder knows no feature.
  *
  * @module
  */
@@ -13,8 +15,12 @@
 import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { z } from "zod";
 import { encodeHex } from "../util/hex.ts";
+import { parseProblems, unknownKey } from "./issues.ts";
+import { JsonPositions, positionAt } from "./json_positions.ts";
 import { type Definition, References } from "./references.ts";
-import type { DocumentOf, Sections } from "./section.ts";
+import type { DocumentOf, Problem, Sections } from "./section.ts";
+
+export type { Problem } from "./section.ts";
 
 /** A config that cannot be used, with every problem found. */
 export class ConfigError extends Error {
@@ -40,10 +46,16 @@ export interface LoadedConfig<Config = Record<string, unknown>> {
   hash: string;
 }
 
-/** One problem in a document, at a JSON path. */
-export interface Problem {
-  path: readonly PropertyKey[];
-  message: string;
+/** How {@link loadConfig} reads a config. */
+export interface LoadOptions {
+  /** The environment for `env:` references (default: the process's). */
+  env?: (name: string) => string | undefined;
+  /**
+   * Also run the sections' `discover` (the plugins directory and what each
+   * plugin serves), so that references to what they find are checked: what
+   * `gateway check` does. Serving does not: plugins come and go while it runs.
+   */
+  discover?: boolean;
 }
 
 /** The outcome of {@link validateDocument}. */
@@ -80,8 +92,10 @@ export function formatPath(path: readonly PropertyKey[]): string {
 /**
  * Validates a document (already parsed from JSON, `env:` substituted) section
  * by section: each section's schema, then the references of every section
- * that is valid, against the names the valid sections define. Problems of
- * every section are listed at once. Unknown top-level keys are problems.
+ * that is valid, against the names the valid sections define and the names
+ * `discovered` outside the document (by kind; a kind a section discovers and
+ * `discovered` lacks is not checked). Problems of every section are listed
+ * at once, in plain language. Unknown top-level keys are problems.
  *
  * @example
  * ```ts
@@ -89,31 +103,31 @@ export function formatPath(path: readonly PropertyKey[]): string {
  * import { validateDocument } from "./load.ts";
  * const sections = { greeting: { schema: z.string().default("hello") } };
  * validateDocument({}, sections).config; // { greeting: "hello" }
- * validateDocument({ greting: "hi" }, sections).problems[0].message; // 'Unrecognized key: "greting"'
+ * validateDocument({ greting: "hi" }, sections).problems[0];
+ * // { path: ["greting"], message: 'unknown key (did you mean "greeting"?)' }
  * ```
  */
 export function validateDocument<S extends Sections>(
   document: Record<string, unknown>,
   sections: S,
+  discovered: Record<string, Definition[]> = {},
 ): Validated<DocumentOf<S>> {
   const problems: Problem[] = [];
   for (const key of Object.keys(document)) {
     if (key !== "$schema" && !Object.hasOwn(sections, key)) {
-      problems.push({ path: [], message: `Unrecognized key: "${key}"` });
+      problems.push({ path: [key], message: unknownKey(key, Object.keys(sections)) });
     }
   }
   const config: Record<string, unknown> = {};
   /** What checks see of an invalid section: its valid entries, or nothing. */
   const salvaged: Record<string, unknown> = {};
   for (const [key, section] of Object.entries(sections)) {
-    const parsed = section.schema.safeParse(document[key]);
-    if (parsed.success) {
+    const parsed = parseProblems(section.schema, document[key], [key]);
+    if (parsed.problems === undefined) {
       config[key] = salvaged[key] = parsed.data;
       continue;
     }
-    for (const issue of parsed.error.issues) {
-      problems.push({ path: [key, ...issue.path], message: issue.message });
-    }
+    problems.push(...parsed.problems);
     salvaged[key] = validEntries(section.schema, document[key]);
   }
   const definitions: Record<string, Definition[]> = {};
@@ -123,6 +137,10 @@ export function validateDocument<S extends Sections>(
       // A section too broken to salvage defines no known names: references to it are not checked.
       if (salvaged[key] === undefined && !(key in config)) unknownKinds.push(kind);
       else (definitions[kind] ??= []).push(...define(salvaged[key]));
+    }
+    for (const kind of section.discover?.kinds ?? []) {
+      if (Object.hasOwn(discovered, kind)) (definitions[kind] ??= []).push(...discovered[kind]);
+      else unknownKinds.push(kind);
     }
   }
   const references = new References(definitions, unknownKinds);
@@ -172,29 +190,44 @@ function validEntries(schema: z.ZodType, input: unknown): unknown {
   return undefined;
 }
 
-function lineAndColumn(text: string, offset: number): string {
-  const before = text.slice(0, offset);
-  const line = before.split("\n").length;
-  const column = offset - before.lastIndexOf("\n");
-  return `${line}:${column}`;
+/** A JSON file as read: its value, and where each of its values is written. */
+interface JsonFile {
+  value: unknown;
+  positions: JsonPositions;
 }
 
-async function readJson(file: string, shownAs: string): Promise<unknown> {
+/**
+ * Reads and parses a JSON file; `shown` is how problems name it, `section`
+ * the key it is included as (its root's JSON path), `unreadable` the problem
+ * when it cannot be read.
+ */
+async function readJson(
+  file: string,
+  shown: string,
+  unreadable: (reason: string) => string,
+  section?: string,
+): Promise<JsonFile> {
   let text: string;
   try {
     text = await Deno.readTextFile(file);
   } catch (error) {
     const reason = error instanceof Deno.errors.NotFound ? "file not found" : String(error);
-    throw new ConfigError([`${shownAs}: cannot read: ${reason}`]);
+    throw new ConfigError([unreadable(reason)]);
   }
   try {
-    return JSON.parse(text);
+    const value = JSON.parse(text);
+    return { value, positions: new JsonPositions(text, section === undefined ? [] : [section]) };
   } catch (error) {
     const message = (error as Error).message.replace(/ in JSON at position \d+.*$/s, "")
       .replace(/^JSON\.parse: /, "");
     const offset = /position (\d+)/.exec((error as Error).message)?.[1];
-    const where = offset === undefined ? "" : `:${lineAndColumn(text, Number(offset))}`;
-    throw new ConfigError([`${shownAs}${where}: invalid JSON: ${message}`]);
+    let where = "";
+    if (offset !== undefined) {
+      const { line, column } = positionAt(text, Number(offset));
+      where = `:${line}:${column}`;
+    }
+    const path = section === undefined ? "" : ` ${section}:`;
+    throw new ConfigError([`${shown}${where}:${path} invalid JSON: ${message}`]);
   }
 }
 
@@ -228,8 +261,8 @@ function substituteEnv(
 
 /**
  * Loads and validates a config file made of `sections`. Throws a
- * {@link ConfigError} listing every problem, each naming the file and the
- * JSON path.
+ * {@link ConfigError} listing every problem, each naming the file, the line
+ * and column, and the JSON path.
  *
  * @example
  * ```ts
@@ -247,22 +280,30 @@ function substituteEnv(
 export async function loadConfig<S extends Sections>(
   path: string,
   sections: S,
-  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
+  options: LoadOptions = {},
 ): Promise<LoadedConfig<DocumentOf<S>>> {
+  const env = options.env ?? ((name: string) => Deno.env.get(name));
   const file = resolve(path);
   const baseDir = dirname(file);
   const shown = (p: string) => {
     const rel = relative(Deno.cwd(), p);
     return rel.startsWith("..") || isAbsolute(rel) ? p : rel;
   };
-  const root = await readJson(file, shown(file));
+  const main = await readJson(file, shown(file), (why) => `${shown(file)}: cannot read: ${why}`);
+  /** `file:line:column` of a JSON path in the main file. */
+  const inMain = (path: readonly PropertyKey[]) => {
+    const { line, column } = main.positions.at(path);
+    return `${shown(file)}:${line}:${column}`;
+  };
+  const root = main.value;
   if (!root || typeof root !== "object" || Array.isArray(root)) {
-    throw new ConfigError([`${shown(file)}: the config must be a JSON object`]);
+    throw new ConfigError([`${inMain([])}: the config must be a JSON object`]);
   }
 
   const document: Record<string, unknown> = {};
   const files = [file];
-  const sectionFile = new Map<string, string>();
+  /** The sections written in an included file: how it is shown, and its positions. */
+  const included = new Map<string, { shown: string; positions: JsonPositions }>();
   /** Paths in a section are relative to the file the section is written in. */
   const sectionDir = new Map<string, string>();
   const problems: string[] = [];
@@ -274,34 +315,59 @@ export async function loadConfig<S extends Sections>(
       document[section] = value;
       continue;
     }
+    const at = `${inMain([section, "$include"])}: ${section}.$include`;
     if (typeof include !== "string" || Object.keys(value as object).length !== 1) {
-      problems.push(
-        `${shown(file)}: ${section}.$include: must be the only key, naming a JSON file`,
-      );
+      problems.push(`${at}: must be the only key, naming a JSON file`);
       continue;
     }
-    const included = resolve(baseDir, include);
+    const path = resolve(baseDir, include);
+    let read: JsonFile;
     try {
-      document[section] = await readJson(included, `${shown(included)} (included as ${section})`);
-      files.push(included);
-      sectionFile.set(section, shown(included));
-      sectionDir.set(section, dirname(included));
+      read = await readJson(
+        path,
+        shown(path),
+        (why) => `${at}: cannot read ${shown(path)}: ${why}`,
+        section,
+      );
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       problems.push(...error.problems);
+      continue;
     }
+    document[section] = read.value;
+    files.push(path);
+    included.set(section, { shown: shown(path), positions: read.positions });
+    sectionDir.set(section, dirname(path));
   }
   if (problems.length) throw new ConfigError(problems);
 
-  const fileOf = (path: readonly PropertyKey[]) => sectionFile.get(String(path[0])) ?? shown(file);
-  const describe = ({ path, message }: Problem) =>
-    `${fileOf(path)}: ${formatPath(path)}: ${message}`;
+  const describe = ({ path, message }: Problem) => {
+    const inFile = included.get(String(path[0]));
+    const { line, column } = (inFile?.positions ?? main.positions).at(path);
+    return `${inFile?.shown ?? shown(file)}:${line}:${column}: ${formatPath(path)}: ${message}`;
+  };
+  const report = (path: readonly PropertyKey[], message: string) =>
+    problems.push(describe({ path, message }));
   // Values whose variable is unset are reported once; their schema errors would only repeat it.
   const unset = new Map<string, Problem>();
   const substituted = substituteEnv(document, [], env, unset) as Record<string, unknown>;
   problems.push(...[...unset.values()].map(describe));
-  const validated = validateDocument(substituted, sections);
-  for (const problem of validated.problems) {
+  const discovered: Record<string, Definition[]> = {};
+  const discoveryProblems: Problem[] = [];
+  for (const [key, section] of Object.entries(sections)) {
+    if (!options.discover || !section.discover) continue;
+    const parsed = section.schema.safeParse(substituted[key]);
+    if (!parsed.success) continue; // its problems are the schema's
+    Object.assign(
+      discovered,
+      await section.discover.find(parsed.data, {
+        dir: sectionDir.get(key) ?? baseDir,
+        report: (path, message) => discoveryProblems.push({ path, message }),
+      }),
+    );
+  }
+  const validated = validateDocument(substituted, sections, discovered);
+  for (const problem of [...validated.problems, ...discoveryProblems]) {
     if (!unset.has(formatPath(problem.path))) problems.push(describe(problem));
   }
   const config = validated.config;
@@ -313,7 +379,7 @@ export async function loadConfig<S extends Sections>(
       dir: sectionDir.get(key) ?? baseDir,
       env,
       fingerprint: (text) => fingerprints.push(text),
-      report: (path, message) => problems.push(describe({ path, message })),
+      report,
     });
   }
   if (problems.length) throw new ConfigError(problems);

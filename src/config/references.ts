@@ -8,6 +8,8 @@
  * @module
  */
 
+import { didYouMean } from "./suggest.ts";
+
 /** A name a section defines, and where it is written. */
 export interface Definition {
   name: string;
@@ -26,10 +28,12 @@ export interface Definition {
  * const refs = new References({ upstream: [{ name: "api", path: ["upstreams", "api"] }] });
  * refs.has("upstream", "api"); // true
  * refs.names("upstream"); // ["api"]
+ * refs.unknown("upstream", "apii"); // 'unknown upstream "apii" (did you mean "api"?)'
  * ```
  */
 export class References {
   readonly #byKind = new Map<string, Map<string, Definition>>();
+  readonly #all = new Map<string, Definition[]>();
   readonly #unknown = new Set<string>();
 
   /**
@@ -42,10 +46,12 @@ export class References {
   ) {
     for (const [kind, list] of Object.entries(definitions)) {
       const names = new Map<string, Definition>();
-      for (const definition of list) {
+      const all = [...list];
+      for (const definition of all) {
         if (!names.has(definition.name)) names.set(definition.name, definition);
       }
       this.#byKind.set(kind, names);
+      this.#all.set(kind, all);
     }
     for (const kind of unknownKinds) this.#unknown.add(kind);
   }
@@ -57,6 +63,25 @@ export class References {
    */
   has(kind: string, name: string): boolean {
     return this.#unknown.has(kind) || (this.#byKind.get(kind)?.has(name) ?? false);
+  }
+
+  /**
+   * Whether the names of `kind` are known, so that a name missing from them
+   * is a mistake: false when the section that defines them is invalid, or
+   * when they are found outside the document and nothing looked.
+   */
+  known(kind: string): boolean {
+    return !this.#unknown.has(kind);
+  }
+
+  /** The message for `name`, which is not a `kind`: `unknown <what> "name"`, and a suggestion. */
+  unknown(kind: string, name: string, what: string = kind): string {
+    return `unknown ${what} ${JSON.stringify(name)}${didYouMean(name, this.names(kind))}`;
+  }
+
+  /** Every definition of `kind`, in document order, a name defined twice as often. */
+  all(kind: string): Definition[] {
+    return this.#all.get(kind) ?? [];
   }
 
   /** Where and what `name` of `kind` is, if it is defined. */
@@ -73,6 +98,8 @@ export class References {
     for (const kind of kinds) {
       const names = this.#byKind.get(kind);
       if (names) narrowed.#byKind.set(kind, names);
+      const all = this.#all.get(kind);
+      if (all) narrowed.#all.set(kind, all);
       if (this.#unknown.has(kind)) narrowed.#unknown.add(kind);
     }
     return narrowed;

@@ -10,8 +10,33 @@
 import { z } from "zod";
 import type { Definition, References } from "./references.ts";
 
+/** One problem in a document, at a JSON path (starting with the section key). */
+export interface Problem {
+  path: readonly PropertyKey[];
+  message: string;
+}
+
 /** Reports one problem at a JSON path of the document (starting with the section key). */
 export type Report = (path: readonly PropertyKey[], message: string) => void;
+
+/** What a section's `discover` gets besides its value. */
+export interface DiscoverContext {
+  /** The directory of the file the section is written in (an `$include`d file's own). */
+  dir: string;
+  report: Report;
+}
+
+/**
+ * Names a section finds outside the document (files in a directory, what
+ * they serve), for `gateway check`: only a loader asked to look runs `find`.
+ * Otherwise, and for a kind `find` leaves out, every name of `kinds` counts
+ * as defined (`References.known` is false), so references to them are
+ * checked only by `gateway check`.
+ */
+export interface Discovery<Value> {
+  kinds: readonly string[];
+  find(value: Value, context: DiscoverContext): Promise<Record<string, Definition[]>>;
+}
 
 /** What a section's `resolve` gets besides its value. */
 export interface ResolveContext {
@@ -51,6 +76,8 @@ export interface ConfigSection<Schema extends z.ZodType = z.ZodType> {
    * every problem is listed at once; `defines` likewise.
    */
   check?(value: z.output<Schema>, references: References, report: Report): void;
+  /** Names found outside the document, for `gateway check`. */
+  discover?: Discovery<z.output<Schema>>;
   /** Makes paths absolute and checks that the files and programs it names exist. */
   resolve?(value: z.output<Schema>, context: ResolveContext): void | Promise<void>;
 }

@@ -7,8 +7,10 @@
 
 import { resolve } from "node:path";
 import { z } from "zod";
+import type { Definition } from "../config/references.ts";
 import type { ConfigSection } from "../config/section.ts";
 import { Duration } from "../config/units.ts";
+import { probePlugins } from "./probe.ts";
 
 /** A plugin name: the file or directory name under the plugins directory. */
 export const PluginName = z.string().regex(
@@ -56,13 +58,50 @@ export type PluginGrantConfig = z.output<typeof PluginGrantConfig>;
 
 /**
  * The `plugins` section; `dir` is made absolute. It defines `plugin-use` for
- * the plugins that run on every route (`global`).
+ * the plugins that run on every route (`global`). For `gateway check` it
+ * discovers `plugin` (the plugins in `dir`) and `plugin-function`
+ * (`owner.name` of what each serves, read by importing it with no
+ * permissions), and checks that every plugin used, granted or given
+ * settings is one of them.
  */
 export const pluginsSection = {
   schema: PluginsConfig.prefault({}),
   defines: {
     "plugin-use": (plugins) =>
       plugins.global.map((name, i) => ({ name, path: ["plugins", "global", i] })),
+  },
+  discover: {
+    kinds: ["plugin", "plugin-function"],
+    async find(plugins, { dir, report }) {
+      const path = ["plugins", "dir"];
+      const plugin: Definition[] = [];
+      const functions: Definition[] = [];
+      let loaded = true;
+      const probed = await probePlugins(resolve(dir, plugins.dir), plugins.initTimeout);
+      for (const [name, info] of probed) {
+        plugin.push({ name, path });
+        if (info instanceof Error) {
+          loaded = false;
+          report(path, `plugin "${name}" does not load: ${info.message}`);
+        } else functions.push(...info.functions.map((fn) => ({ name: `${name}.${fn}`, path })));
+      }
+      // What a plugin that does not load serves is not known: then no function name is checked.
+      const found: Record<string, Definition[]> = { plugin };
+      if (loaded) found["plugin-function"] = functions;
+      return found;
+    },
+  },
+  check(plugins, references, report) {
+    for (const { name, path } of references.all("plugin-use")) {
+      if (!references.has("plugin", name)) report(path, references.unknown("plugin", name));
+    }
+    for (const part of ["grants", "settings"] as const) {
+      for (const name of Object.keys(plugins[part])) {
+        if (!references.has("plugin", name)) {
+          report(["plugins", part, name], references.unknown("plugin", name));
+        }
+      }
+    }
   },
   resolve(plugins, { dir }) {
     plugins.dir = resolve(dir, plugins.dir);

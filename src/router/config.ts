@@ -3,7 +3,9 @@
  * (target), and what guards it (plugins, limits, rate limits, CORS). It
  * defines `plugin-use` (the plugins routes run) and checks each route's
  * references: HTTP listeners, upstreams, models, OCR templates, the MQTT
- * broker. Static roots are made absolute and must be directories.
+ * broker, topic placeholders, and (for `gateway check`, which reads the
+ * plugins directory) the functions it calls. Static roots are made absolute
+ * and must be directories.
  *
  * @module
  */
@@ -16,7 +18,14 @@ import type { ConfigSection, Report } from "../config/section.ts";
 import type { References } from "../config/references.ts";
 import { CorsConfig, LimitsConfig, RateLimitConfig } from "../pipeline/config.ts";
 import { PluginName } from "../plugins/config.ts";
-import { TargetConfig } from "../targets/config.ts";
+import {
+  type FunctionTargetConfig,
+  TargetConfig,
+  WEBSOCKET_PLACEHOLDERS,
+} from "../targets/config.ts";
+import { placeholderProblem } from "../bus/topic_template.ts";
+import { parseFunctionRef } from "../functions/call.ts";
+import { didYouMean } from "../config/suggest.ts";
 
 /** What a request must look like for a route to take it. */
 export const MatchConfig = z.strictObject({
@@ -60,9 +69,46 @@ function checkReference(
   name: string | undefined,
   path: PropertyKey[],
   report: Report,
-  message = `unknown ${kind} "${name}"`,
+  what = kind,
 ): void {
-  if (name !== undefined && !references.has(kind, name)) report(path, message);
+  if (name !== undefined && !references.has(kind, name)) {
+    report(path, references.unknown(kind, name, what));
+  }
+}
+
+/** The names of a route path's params: `/devices/:id/:part{[a-z]+}` has `id` and `part`. */
+function pathParams(path: string): string[] {
+  return path.split("/").filter((segment) => segment.startsWith(":"))
+    .map((segment) => segment.slice(1).replace(/\{.*$/, "").replace(/\?$/, ""));
+}
+
+/**
+ * What is wrong with the function a route calls: an owner that no plugin in
+ * the plugins directory, worker or model is, or a function its plugin does
+ * not have. Worker functions are known only once a worker runs: for them the
+ * worker's name is checked.
+ */
+function functionProblem(
+  target: FunctionTargetConfig,
+  references: References,
+): string | undefined {
+  const { kind, owner, name } = parseFunctionRef(target.name);
+  if (kind === "model" || (!kind && owner === "model")) {
+    return references.has("model", name) ? undefined : references.unknown("model", name);
+  }
+  if (kind === "worker" || (!kind && references.has("worker", owner))) {
+    return references.has("worker", owner) ? undefined : references.unknown("worker", owner);
+  }
+  if (!references.has("plugin", owner)) {
+    if (kind) return references.unknown("plugin", owner);
+    const owners = [...references.names("plugin"), ...references.names("worker")];
+    return `no plugin or worker is called "${owner}"${didYouMean(owner, owners)}`;
+  }
+  if (references.has("plugin-function", `${owner}.${name}`)) return undefined;
+  const own = references.names("plugin-function").filter((f) => f.startsWith(`${owner}.`))
+    .map((f) => f.slice(owner.length + 1));
+  return `plugin "${owner}" has no function "${name}"${didYouMean(name, own)}; ` +
+    (own.length ? `its functions are ${own.join(", ")}` : "it has none");
 }
 
 /** The `routes` section. */
@@ -81,7 +127,7 @@ export const routesSection = {
       for (const [j, name] of (route.listeners ?? []).entries()) {
         const path = [...at, "listeners", j];
         const listener = references.get("listener", name);
-        if (!references.has("listener", name)) report(path, `unknown listener "${name}"`);
+        if (!references.has("listener", name)) report(path, references.unknown("listener", name));
         else if (!references.has("http-listener", name)) {
           report(path, `listener "${name}" does not serve HTTP (type ${listener?.detail})`);
         }
@@ -114,15 +160,26 @@ export const routesSection = {
         target.ocr?.template,
         [...at, "target", "ocr", "template"],
         report,
-        `unknown OCR template "${target.ocr?.template}"`,
+        "OCR template",
       );
-      if (target.mqtt !== undefined) {
-        checkReference(
-          references,
-          "mqtt-broker",
-          "embedded",
+      const params = pathParams(route.match.path);
+      for (
+        const [kind, topic, placeholders] of [
+          ["websocket", target.websocket?.topic, [...WEBSOCKET_PLACEHOLDERS, ...params]],
+          ["topic", target.topic?.topic, params],
+        ] as const
+      ) {
+        const problem = topic === undefined ? undefined : placeholderProblem(topic, placeholders);
+        if (problem) report([...at, "target", kind, "topic"], problem);
+      }
+      // Functions are served by whatever runs (plugins come and go): `gateway check` looks.
+      const problem = target.function && references.known("plugin")
+        ? functionProblem(target.function, references)
+        : undefined;
+      if (problem) report([...at, "target", "function", "name"], problem);
+      if (target.mqtt !== undefined && !references.has("mqtt-broker", "embedded")) {
+        report(
           [...at, "target", "mqtt"],
-          report,
           "an mqtt target needs the mqtt section (the embedded broker)",
         );
       }

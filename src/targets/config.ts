@@ -5,7 +5,7 @@
  */
 
 import { z } from "zod";
-import { TopicTemplate } from "../bus/topic_template.ts";
+import { CONNECTION_PLACEHOLDERS, topicTemplate } from "../bus/topic_template.ts";
 import { ConnectionLimitsConfig } from "../connections/config.ts";
 import { Name } from "../config/fields.ts";
 import { Duration, Size } from "../config/units.ts";
@@ -37,10 +37,17 @@ export const RespondTargetConfig = z.strictObject({
   path: ["body"],
 });
 
-/** Upgrade to a WebSocket: messages to the bus, or proxied to an upstream WebSocket. */
+/** The placeholders of a WebSocket target's topic besides the route's path params. */
+export const WEBSOCKET_PLACEHOLDERS: readonly string[] = ["route", ...CONNECTION_PLACEHOLDERS];
+
+/**
+ * Upgrade to a WebSocket: messages to the bus, or proxied to an upstream
+ * WebSocket. The route checks the topic's placeholders (they include its
+ * path params).
+ */
 export const WebSocketTargetConfig = z.strictObject({
   mode: z.enum(["bus", "proxy"]).default("bus"),
-  topic: TopicTemplate.describe(
+  topic: topicTemplate().describe(
     "placeholders: {route}, {connectionId}, {deviceId}, {remoteAddress} and route params",
   ).default("ws/{route}/{connectionId}"),
   upstream: Name.optional().describe(
@@ -61,9 +68,14 @@ export const WebSocketTargetConfig = z.strictObject({
   path: ["upstream"],
 });
 
-/** Publish the request body on the bus, or send it as a request and answer with the reply. */
+/**
+ * Publish the request body on the bus, or send it as a request and answer
+ * with the reply. The route checks the topic's placeholders (its path params).
+ */
 export const TopicTargetConfig = z.strictObject({
-  topic: TopicTemplate.describe("topic template; route params as {name}, e.g. 'device/{id}/send'"),
+  topic: topicTemplate().describe(
+    "topic template; route params as {name}, e.g. 'device/{id}/send'",
+  ),
   mode: z.enum(["publish", "request"]).default("publish").describe(
     "publish: 202 with the number of subscribers; request: 200 with the first reply",
   ),

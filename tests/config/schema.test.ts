@@ -61,7 +61,7 @@ Deno.test("a route naming an unknown listener is refused at routes[i].listeners[
     }),
     [
       'routes[1].listeners[1]: unknown listener "admin"',
-      'routes[1].listeners[2]: unknown listener "webb"',
+      'routes[1].listeners[2]: unknown listener "webb" (did you mean "web"?)',
     ],
   );
 });
@@ -83,7 +83,7 @@ Deno.test("a route naming an unknown upstream is refused at routes[i].target.ups
       upstreams,
       routes: [{ target: { upstream: "api" } }, { target: { upstream: "apj" } }],
     }),
-    ['routes[1].target.upstream: unknown upstream "apj"'],
+    ['routes[1].target.upstream: unknown upstream "apj" (did you mean "api"?)'],
   );
   assertEquals(issues({ upstreams, routes: [{ target: { upstream: "api" } }] }), []);
 });
@@ -144,7 +144,7 @@ Deno.test("a body on 204, 205 or 304 is refused at respond.body; without a body 
   assertEquals(RespondTargetConfig.safeParse({ status: 204, body: "" }).success, false);
 });
 
-Deno.test("objects are strict: an unknown key is an error where it is written", () => {
+Deno.test("objects are strict: an unknown key is an error where it is written, with a suggestion", () => {
   assertEquals(
     issues({
       listeners: { web: { ...web, prot: 1 } },
@@ -153,11 +153,12 @@ Deno.test("objects are strict: an unknown key is an error where it is written", 
       extra: true,
     }).sort(),
     [
-      '(top level): Unrecognized key: "extra"',
-      'admin: Unrecognized key: "tokn"',
-      'listeners.web: Unrecognized key: "prot"',
-      'routes[0].match: Unrecognized key: "hots"',
-      'routes[0].target.respond: Unrecognized key: "satus"',
+      'admin.tokn: unknown key (did you mean "token"?)',
+      "extra: unknown key; the keys here are listeners, routes, upstreams, plugins, admin, log, " +
+      "security, storage, mqtt, workers, models, inference, ocr",
+      'listeners.web.prot: unknown key (did you mean "port"?)',
+      'routes[0].match.hots: unknown key (did you mean "host"?)',
+      'routes[0].target.respond.satus: unknown key (did you mean "status"?)',
     ],
   );
 });

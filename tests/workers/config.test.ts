@@ -78,9 +78,9 @@ Deno.test("bad worker entries are refused with their config path", async () => {
     ]),
     [
       "workers[0].name: worker names use letters, digits, '_' and '-'",
-      "workers[1].command: Too small: expected array to have >=1 items",
-      "workers[2].instances: Too small: expected number to be >=1",
-      'workers[2].restart: Invalid option: expected one of "always"|"on-failure"|"never"',
+      "workers[1].command: must not be empty",
+      "workers[2].instances: must be at least 1",
+      "workers[2].restart: must be one of always, on-failure, never",
       'workers[2].name: worker "ok" is already defined by workers[1]',
     ],
   );
