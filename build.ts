@@ -166,9 +166,11 @@ async function compile(): Promise<number> {
     join(ROOT, "src", "models", "inference_worker.ts"),
     "--include",
     join(ROOT, "src", "plugins", "runtime.ts"),
-    // Read at run time by `gateway plugin new`.
+    // Read at run time by `gateway plugin new` and `gateway init`.
     "--include",
     join(ROOT, "sdk", "plugin.ts"),
+    "--include",
+    join(ROOT, "sdk", "python", "gateway_worker.py"),
     "--exclude",
     join(ROOT, "node_modules"),
     "--output",

@@ -3,9 +3,14 @@
  *
  * ```sh
  * gateway run [--config config.json]     serve (SIGHUP or a file change reloads, SIGTERM stops)
+ * gateway start|stop|restart             the gateway as a background service (pid and log file)
+ * gateway status [--json]                running or not, pid, uptime, config hash, problems
+ * gateway logs [-f]                      the background service's log
+ * gateway service install|uninstall      a systemd unit that runs it
  * gateway check [--config config.json]   validate; every problem listed, exit 1 when any
  * gateway schema                         the config's JSON Schema, for editors
- * gateway reload|status|stop             talk to a running gateway's admin API
+ * gateway reload                         make a running gateway re-read its config
+ * gateway init [DIR]                     a starter config, plugin and worker
  * gateway plugin new NAME [--dir plugins] write a commented plugin to start from
  * gateway passwd                         a password hash for mqtt.users (password on stdin)
  * gateway version
@@ -15,20 +20,32 @@
  */
 
 import { parseArgs } from "node:util";
-import { join, resolve } from "node:path";
-import { z } from "zod";
+import { resolve } from "node:path";
 import { ConfigError } from "./src/config/load.ts";
-import { AdminConfig } from "./src/admin/config.ts";
-import { GatewayConfig, loadGatewayConfig } from "./src/sections.ts";
-import { StorageConfig } from "./src/storage/config.ts";
+import { parseDuration, parseSize } from "./src/config/units.ts";
+import { checkGatewayConfig } from "./src/sections.ts";
 import { Gateway } from "./src/gateway.ts";
-import { localAdminToken } from "./src/admin/secrets.ts";
 import { flushLogs } from "./src/observability/log.ts";
 import { VERSION } from "./src/version.ts";
 import { writePluginTemplate } from "./src/plugins/template.ts";
 import { hashPassword } from "./src/mqtt/auth.ts";
+import { restartDaemon, startDaemon, stopDaemon } from "./src/cli/daemon.ts";
+import { configJsonSchema, initProject } from "./src/cli/init.ts";
+import { adminCall, locate } from "./src/cli/installation.ts";
+import { keepRotated, printLog } from "./src/cli/log_file.ts";
+import { selfCommand } from "./src/cli/self.ts";
+import {
+  installService,
+  SYSTEM_UNIT_DIR,
+  systemdUnit,
+  uninstallService,
+} from "./src/cli/service.ts";
+import { showStatus } from "./src/cli/status.ts";
 
 const DEFAULT_CONFIG = "config/config.json";
+const DEFAULT_TIMEOUT = "30s";
+const DEFAULT_LOG_SIZE = "10MB";
+const DEFAULT_NOFILE = "65536";
 
 const HELP: Record<string, string> = {
   "": `gateway ${VERSION}: an edge gateway in one binary
@@ -36,27 +53,69 @@ const HELP: Record<string, string> = {
 Usage: gateway <command> [options]
 
 Commands:
-  run       serve with a config (default ${DEFAULT_CONFIG})
+  run       serve with a config (default ${DEFAULT_CONFIG}), in the foreground
+  start     start it in the background (pid and log file in the data directory)
+  stop      stop it gracefully (SIGTERM, then SIGKILL after a timeout)
+  restart   stop, then start
+  status    whether it runs: pid, uptime, config hash, problems
+  logs      print (or follow, -f) the background gateway's log
+  service   'service install|uninstall': a systemd unit that runs it
   check     validate a config and list every problem
   schema    print the config's JSON Schema
   reload    make a running gateway re-read its config
-  status    show a running gateway's listeners, routes, upstreams and workers
-  stop      stop a running gateway gracefully
+  init      'init [DIR]': write a starter config, plugin and worker
   plugin    'plugin new NAME': write a plugin to start from
   passwd    print a password hash for mqtt.users
   version   print the version
 
 Run 'gateway <command> --help' for a command's options.`,
-  run: `Usage: gateway run [--config FILE]
+  run: `Usage: gateway run [--config FILE] [--log-file LOG --log-size SIZE]
 
-Serves with FILE (default ${DEFAULT_CONFIG}). The config is reloaded when the file
-changes, on SIGHUP, on 'gateway reload' and on POST /reload; a config that fails is
-refused and the running one keeps serving. SIGTERM or SIGINT stop gracefully.`,
+Serves with FILE (default ${DEFAULT_CONFIG}) in the foreground. The config is reloaded
+when the file changes, on SIGHUP, on 'gateway reload' and on POST /reload; a config that
+fails is refused and the running one keeps serving. SIGTERM or SIGINT stop gracefully.
+--log-file names the file stdout and stderr are appended to (as 'gateway start' runs
+it), rotated when larger than --log-size (default ${DEFAULT_LOG_SIZE}).`,
+  start:
+    `Usage: gateway start [--config FILE] [--timeout ${DEFAULT_TIMEOUT}] [--log-size ${DEFAULT_LOG_SIZE}]
+
+Validates FILE, then runs 'gateway run' in the background: pid file DATA/gateway.pid,
+output appended to DATA/gateway.log (DATA is storage.dataDir), rotated to gateway.log.1
+(up to .3) when larger than --log-size. Refuses when the pid file names a running
+gateway; removes a stale pid file and stale Unix socket files of the listeners. Waits
+up to --timeout for the admin API's /readyz; when the gateway exits or is not ready in
+time, prints why (its /status problems and the log's last lines), leaves nothing
+running and exits 1.`,
+  restart:
+    `Usage: gateway restart [--config FILE] [--timeout ${DEFAULT_TIMEOUT}] [--log-size ${DEFAULT_LOG_SIZE}]
+
+'gateway stop', then 'gateway start'.`,
+  logs: `Usage: gateway logs [--config FILE] [-f] [-n LINES]
+
+Prints the last LINES (default 100) lines of DATA/gateway.log, the output of the gateway
+'gateway start' runs; with -f, then follows it until interrupted.`,
+  service: `Usage: gateway service install|uninstall [--config FILE] [--name gateway] [--user USER]
+                       [--nofile ${DEFAULT_NOFILE}] [--unit-dir ${SYSTEM_UNIT_DIR}] [--dry-run]
+
+install writes UNIT-DIR/NAME.service, a systemd unit running this gateway ('run --config'
+with FILE's absolute path) with Restart=on-failure, ExecReload sending SIGHUP and
+LimitNOFILE=NOFILE (the connection budget is derived from it), and runs 'systemctl
+daemon-reload' when systemctl exists. --dry-run prints the unit instead. uninstall
+disables and stops the unit and removes its file.`,
+  init: `Usage: gateway init [DIR]
+
+Writes a starter project into DIR (default: the current directory): config.json (a web
+listener on 127.0.0.1:8080, routes to a plugin function and a worker function),
+config.schema.json (its JSON Schema, for editors), plugins/hello.ts (a commented plugin),
+workers/hello.py with the Python SDK beside it (in the config when python3 is on PATH),
+and a .gitignore for the data directory. Refuses when any of these files exists.`,
   check: `Usage: gateway check [--config FILE]
 
 Validates FILE (default ${DEFAULT_CONFIG}) as 'run' would, without serving: JSON syntax,
 schema, includes, env: secrets, TLS files, static roots. Prints every problem as
-'file: json.path: message' and exits 1 when there is any.`,
+'file:line:column: json.path: message' and exits 1 when there is any. Also checks
+that the plugins, functions and workers the config names exist (plugins from the
+plugins directory, their functions from a no-permission probe of each plugin).`,
   schema: `Usage: gateway schema
 
 Prints the JSON Schema of the config document. Point "$schema" at it for editor help.`,
@@ -65,14 +124,21 @@ Prints the JSON Schema of the config document. Point "$schema" at it for editor 
 Asks the gateway serving FILE to reload it. The admin address and token are read from
 FILE (or its data directory) unless --admin and --token are given. Exits 1 with the
 reasons when the new config is refused.`,
-  status: `Usage: gateway status [--config FILE] [--admin URL] [--token TOKEN]
+  status: `Usage: gateway status [--config FILE] [--json] [--admin URL] [--token TOKEN]
 
-Prints the running gateway's status: version, uptime, config hash, listeners, routes,
-upstream target health and breaker state, and each language worker with its instances
-(pid, state, restarts, calls in flight, calls, errors, p50/p99).`,
-  stop: `Usage: gateway stop [--config FILE] [--admin URL] [--token TOKEN]
+Says whether the gateway of FILE runs (its pid file and admin API): pid, uptime, version,
+config file and hash, listeners, and its problems (a refused reload, plugins and workers
+not running, failed models, unhealthy upstream targets, MQTT bridges not connected).
+--json prints the admin API's whole /status instead: routes, upstream target health and
+breaker state, each language worker with its instances (pid, state, restarts, calls in
+flight, calls, errors, p50/p99). Exit 0 running, 3 not running.`,
+  stop:
+    `Usage: gateway stop [--config FILE] [--timeout ${DEFAULT_TIMEOUT}] | [--admin URL --token TOKEN]
 
-Asks the running gateway to stop gracefully.`,
+Sends SIGTERM to the gateway the pid file names: it stops accepting, lets requests in
+flight finish and stops its modules. Still there after --timeout, it is killed with
+SIGKILL. Exit 0 stopped (or not running), 1 killed, 4 not allowed to signal it.
+With --admin, asks that gateway's admin API to stop instead, without waiting.`,
   plugin: `Usage: gateway plugin new NAME [--dir DIR]
 
 Writes DIR/NAME.ts (DIR defaults to plugins), a commented plugin with every hook, and
@@ -95,7 +161,8 @@ function problemsOf(error: unknown): string[] {
   return error instanceof ConfigError ? error.problems : [(error as Error).message];
 }
 
-async function run(configPath: string): Promise<void> {
+async function run(configPath: string, log?: { file: string; size: number }): Promise<void> {
+  if (log) keepRotated(log.file, log.size);
   const gateway = new Gateway(configPath);
   try {
     await gateway.start();
@@ -115,7 +182,7 @@ async function run(configPath: string): Promise<void> {
 
 async function check(configPath: string): Promise<void> {
   try {
-    const { config, file, hash } = await loadGatewayConfig(configPath);
+    const { config, file, hash } = await checkGatewayConfig(configPath);
     console.log(
       `${file}: OK (${
         Object.keys(config.listeners).length
@@ -127,7 +194,6 @@ async function check(configPath: string): Promise<void> {
   }
 }
 
-/** The admin API's address and token, from flags or from the config file as far as it reads. */
 /** The password for `gateway passwd`: typed without echo on a terminal, else stdin's first line. */
 async function readPassword(): Promise<string> {
   const terminal = Deno.stdin.isTerminal();
@@ -154,59 +220,6 @@ async function readPassword(): Promise<string> {
   return new TextDecoder().decode(new Uint8Array(bytes));
 }
 
-async function adminEndpoint(
-  configPath: string,
-  flags: { admin?: string; token?: string },
-): Promise<{ url: string; token: string }> {
-  let raw: Record<string, unknown> = {};
-  try {
-    raw = JSON.parse(await Deno.readTextFile(configPath));
-  } catch {
-    // a broken or missing config still has the default admin address
-  }
-  const admin = AdminConfig.safeParse(raw.admin ?? {}).data ??
-    AdminConfig.parse({});
-  const storage = StorageConfig.safeParse(raw.storage ?? {}).data ?? StorageConfig.parse({});
-  const host = admin.host === "0.0.0.0" ? "127.0.0.1" : admin.host === "::" ? "[::1]" : admin.host;
-  const url = flags.admin ??
-    `http://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${admin.port}`;
-  let token = flags.token ?? admin.token;
-  const envName = token?.startsWith("env:") ? token.slice(4) : undefined;
-  if (envName) token = Deno.env.get(envName);
-  token ??= await localAdminToken(join(resolve(configPath, ".."), storage.dataDir)).catch(() => "");
-  return { url: url.replace(/\/$/, ""), token };
-}
-
-async function callAdmin(
-  command: "reload" | "status" | "stop",
-  configPath: string,
-  flags: { admin?: string; token?: string },
-): Promise<void> {
-  const { url, token } = await adminEndpoint(configPath, flags);
-  const method = command === "status" ? "GET" : "POST";
-  let response: Response;
-  try {
-    response = await fetch(`${url}/${command}`, {
-      method,
-      headers: { authorization: `Bearer ${token}` },
-    });
-  } catch (error) {
-    fail([`gateway ${command}: no gateway answers at ${url}: ${(error as Error).message}`]);
-  }
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const message = body?.error?.problems?.join("\n") ?? body?.error?.message ??
-      response.statusText;
-    fail([`gateway ${command}: ${response.status}: ${message}`]);
-  }
-  if (command === "status") console.log(JSON.stringify(body, null, 2));
-  else if (command === "reload") {
-    console.log(
-      body.changed ? `reloaded (config ${body.hash})` : `unchanged (config ${body.hash})`,
-    );
-  } else console.log("stopping");
-}
-
 if (import.meta.main) {
   const [command = "help", ...rest] = Deno.args;
   let parsed;
@@ -218,10 +231,21 @@ if (import.meta.main) {
         admin: { type: "string" },
         token: { type: "string" },
         dir: { type: "string", default: "plugins" },
+        timeout: { type: "string", default: DEFAULT_TIMEOUT },
+        "log-file": { type: "string" },
+        "log-size": { type: "string", default: DEFAULT_LOG_SIZE },
+        json: { type: "boolean" },
+        follow: { type: "boolean", short: "f" },
+        lines: { type: "string", short: "n", default: "100" },
+        name: { type: "string", default: "gateway" },
+        user: { type: "string" },
+        nofile: { type: "string", default: DEFAULT_NOFILE },
+        "unit-dir": { type: "string", default: SYSTEM_UNIT_DIR },
+        "dry-run": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
-      allowPositionals: command === "plugin",
+      allowPositionals: ["plugin", "service", "init"].includes(command),
     });
   } catch (error) {
     fail(
@@ -230,18 +254,67 @@ if (import.meta.main) {
     );
   }
   const { values, positionals } = parsed;
+  const number = (flag: string, value: number | undefined): number =>
+    value ??
+      fail([`gateway ${command}: --${flag}: not a ${flag === "timeout" ? "duration" : "size"}`], 2);
+  const timeoutMs = number("timeout", parseDuration(values.timeout));
+  const logSize = number("log-size", parseSize(values["log-size"]));
+  const count = (flag: "lines" | "nofile"): number =>
+    /^[1-9]\d*$/.test(values[flag]) ? Number(values[flag]) : fail([
+      `gateway ${command}: --${flag}: not a positive whole number`,
+    ], 2);
   if (command === "help" || command === "--help" || command === "-h") console.log(HELP[""]);
   else if (!(command in HELP)) fail([`gateway: unknown command "${command}"`, HELP[""]], 2);
   else if (values.help) console.log(HELP[command]);
-  else if (command === "run") await run(values.config);
-  else if (command === "check") await check(values.config);
-  else if (command === "schema") {
-    console.log(JSON.stringify(
-      z.toJSONSchema(GatewayConfig, { io: "input", unrepresentable: "any" }),
-      null,
-      2,
-    ));
-  } else if (command === "plugin") {
+  else if (command === "run") {
+    const logFile = values["log-file"];
+    await run(values.config, logFile ? { file: logFile, size: logSize } : undefined);
+  } else if (command === "start") {
+    Deno.exit(await startDaemon(values.config, { timeoutMs, logSize }));
+  } else if (command === "restart") {
+    Deno.exit(await restartDaemon(values.config, { timeoutMs, logSize }));
+  } else if (command === "stop" && !values.admin) {
+    Deno.exit(await stopDaemon(values.config, { timeoutMs }));
+  } else if (command === "status") {
+    Deno.exit(await showStatus(values.config, values, values.json ?? false));
+  } else if (command === "logs") {
+    const { logFile } = await locate(values.config, {});
+    await printLog(logFile, count("lines"), values.follow ?? false).catch((error) =>
+      fail([`gateway logs: ${logFile}: ${(error as Error).message}`])
+    );
+  } else if (command === "service") {
+    const [action, extra] = positionals;
+    if (!["install", "uninstall"].includes(action) || extra) fail([HELP.service], 2);
+    const unit = {
+      name: values.name,
+      configFile: resolve(values.config),
+      command: selfCommand(),
+      nofile: count("nofile"),
+      user: values.user,
+    };
+    try {
+      if (values["dry-run"] && action === "install") {
+        console.log(systemdUnit(unit));
+      } else if (action === "install") {
+        console.log(`wrote ${await installService(unit, values["unit-dir"])}`);
+      } else console.log(`removed ${await uninstallService(values.name, values["unit-dir"])}`);
+    } catch (error) {
+      fail([`gateway service ${action}: ${(error as Error).message}`]);
+    }
+  } else if (command === "init") {
+    if (positionals.length > 1) fail([HELP.init], 2);
+    try {
+      const { files, withWorker } = await initProject(positionals[0] ?? ".");
+      for (const file of files) console.log(`wrote ${file}`);
+      if (!withWorker) {
+        console.log('python3 is not on PATH: the example worker is not in config.json ("workers")');
+      }
+    } catch (error) {
+      fail([`gateway init: ${(error as Error).message}`]);
+    }
+  } else if (command === "check") await check(values.config);
+  else if (command === "schema") console.log(JSON.stringify(configJsonSchema(), null, 2));
+  else if (command === "plugin") {
     const [action, name] = positionals;
     if (action !== "new" || !name || positionals.length !== 2) fail([HELP.plugin], 2);
     try {
@@ -254,5 +327,14 @@ if (import.meta.main) {
     if (password === "") fail(["gateway passwd: the password is empty"]);
     console.log(await hashPassword(password));
   } else if (command === "version") console.log(`gateway ${VERSION} (deno ${Deno.version.deno})`);
-  else await callAdmin(command as "reload" | "status" | "stop", values.config, values);
+  else {
+    // reload, or stop through --admin
+    try {
+      const body = await adminCall(await locate(values.config, values), "POST", `/${command}`);
+      if (command === "stop") console.log("stopping");
+      else console.log(`${body.changed ? "reloaded" : "unchanged"} (config ${body.hash})`);
+    } catch (error) {
+      fail([`gateway ${command}: ${(error as Error).message}`]);
+    }
+  }
 }

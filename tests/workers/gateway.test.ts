@@ -47,7 +47,7 @@ Deno.test("an HTTP route calls a Python worker's function; /workers and `gateway
 
   const [cmd, ...args] = gatewayArgv();
   const status = await new Deno.Command(cmd, {
-    args: [...args, "status", "--admin", gw.adminUrl, "--token", ADMIN_TOKEN],
+    args: [...args, "status", "--json", "--admin", gw.adminUrl, "--token", ADMIN_TOKEN],
     stdin: "null",
   }).output();
   assertEquals(status.code, 0);
@@ -113,11 +113,11 @@ Deno.test("`gateway run` and `gateway check` refuse a worker whose command is mi
   assertEquals(status.code, 1);
   assertMatch(
     gw.output,
-    /config\.json: workers\[0\]\.command: ".*\/bin\/orders-worker" does not exist or is not executable/,
+    /config\.json:\d+:\d+: workers\[0\]\.command: ".*\/bin\/orders-worker" does not exist or is not executable/,
   );
-  assertStringIncludes(
+  assertMatch(
     gw.output,
-    'config.json: workers[1].command: "no-such-interpreter-here" was not found on PATH',
+    /config\.json:\d+:\d+: workers\[1\]\.command: "no-such-interpreter-here" was not found on PATH/,
   );
   assertStringIncludes(gw.output, "gateway: not started");
   const [cmd, ...args] = gatewayArgv();
