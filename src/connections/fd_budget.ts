@@ -57,8 +57,9 @@ export function descriptorLimit(): number {
  * How many descriptors admitted connections may hold: `limit` minus a
  * headroom of 10% of the limit, at least {@link MIN_HEADROOM}. The
  * proportional part is for what grows with load but is not admitted through
- * the connection manager: HTTP connections (`Deno.serve` accepts them on its
- * own) and upstream sockets of proxied requests and L4 proxy connections.
+ * the connection manager: HTTP connections of unguarded listeners
+ * (`Deno.serve` accepts them on its own) and upstream sockets of proxied
+ * requests and L4 proxy connections.
  *
  * @example
  * ```ts
