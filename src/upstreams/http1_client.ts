@@ -828,7 +828,8 @@ class ConnectionPool {
     if (stack === undefined || stack.length === 0) return undefined;
     let crossing: number;
     try {
-      crossing = await this.#fence.pass();
+      // The newest idle connection went idle last: a crossing after it covers them all.
+      crossing = await this.#fence.pass(stack[stack.length - 1].fenceMark);
     } catch {
       return undefined;
     }

@@ -24,43 +24,54 @@ interface Crossing {
 }
 
 /**
- * Fence crossings over a loopback socket pair. Callers that arrive in the
- * same microtask run share one byte, written after the last of them arrived;
- * bytes are pipelined, so a caller waits for one poll of the event loop, not
- * for crossings already under way.
+ * Fence crossings over a loopback socket pair. A crossing's number is given
+ * when its byte is written; a caller joins the newest crossing written after
+ * the moment it names (or the one about to be written), so under load one
+ * byte serves every request of an event-loop turn, and a new byte is written
+ * only when no crossing under way is late enough.
  *
  * @example
  * ```ts
  * import { IoFence } from "./io_fence.ts";
  * const fence = new IoFence();
- * const first = await fence.pass();
- * console.assert(await fence.pass() > first);
+ * const mark = fence.started;
+ * const first = await fence.pass(mark);
+ * console.assert(first > mark);
+ * console.assert(await fence.pass(first) > first);
  * fence.close();
  * ```
  */
 export class IoFence {
   #pair: Promise<[Deno.TcpConn, Deno.TcpConn]> | null = null;
+  /** The crossing whose byte is about to be written (it gets a number then). */
   #next: Crossing | null = null;
   readonly #inFlight: Crossing[] = [];
   #reading = false;
   #closed = false;
-  /** Crossings begun so far; a caller's crossing has a higher number than any begun before it. */
+  /** Crossings whose byte has been written (or is being written) so far. */
   started = 0;
 
   /**
-   * Resolves with the number of a crossing whose byte was written after this
-   * call: everything readable at that moment has been seen by then. Rejects
-   * if the loopback pair cannot be made or used, or after {@link IoFence.close}.
+   * Resolves with the number of a crossing whose byte was written after the
+   * moment `after` (a value {@link IoFence.started} had; by default now):
+   * everything readable at that moment has been seen by then. Rejects if the
+   * loopback pair cannot be made or used, or after {@link IoFence.close}.
    */
-  pass(): Promise<number> {
+  pass(after: number = this.started): Promise<number> {
     if (this.#closed) return Promise.reject(new Error("fence closed"));
-    return new Promise((resolve, reject) => {
-      if (this.#next === null) {
-        this.#next = { number: ++this.started, resolve: [], reject: [] };
+    const newest = this.#inFlight.at(-1);
+    let crossing = this.#next;
+    if (crossing === null) {
+      if (newest !== undefined && newest.number > after) crossing = newest;
+      else {
+        crossing = this.#next = { number: 0, resolve: [], reject: [] };
         queueMicrotask(() => void this.#write());
       }
-      this.#next.resolve.push(resolve);
-      this.#next.reject.push(reject);
+    }
+    const joined = crossing;
+    return new Promise((resolve, reject) => {
+      joined.resolve.push(resolve);
+      joined.reject.push(reject);
     });
   }
 
@@ -80,6 +91,7 @@ export class IoFence {
     try {
       if (this.#closed) throw new Error("fence closed");
       const [writer] = await (this.#pair ??= openPair());
+      crossing.number = ++this.started;
       this.#inFlight.push(crossing);
       await writer.write(ONE_BYTE);
     } catch (error) {
