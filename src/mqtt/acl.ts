@@ -10,6 +10,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 import type { MqttAclRule } from "./config.ts";
 import { filterCovers, filterMatches } from "./topic_match.ts";
 
@@ -42,11 +43,16 @@ export class Acl {
   canPublish(subject: AclSubject, topic: string): boolean {
     const allowed = this.#allows(subject, "publish", (filter) => filterMatches(filter, topic));
     if (!allowed) {
-      logger.warn("ACL denied publish on {topic} by client {clientId} (user {username})", {
-        topic,
-        clientId: subject.clientId,
-        username: subject.username ?? "-",
-      });
+      eventWarnings.warn(
+        logger,
+        "mqtt/acl-publish",
+        "ACL denied publish on {topic} by client {clientId} (user {username})",
+        {
+          topic,
+          clientId: subject.clientId,
+          username: subject.username ?? "-",
+        },
+      );
     }
     return allowed;
   }
@@ -55,11 +61,16 @@ export class Acl {
   canSubscribe(subject: AclSubject, filter: string): boolean {
     const allowed = this.#allows(subject, "subscribe", (rule) => filterCovers(rule, filter));
     if (!allowed) {
-      logger.warn("ACL denied subscribe to {topic} by client {clientId} (user {username})", {
-        topic: filter,
-        clientId: subject.clientId,
-        username: subject.username ?? "-",
-      });
+      eventWarnings.warn(
+        logger,
+        "mqtt/acl-subscribe",
+        "ACL denied subscribe to {topic} by client {clientId} (user {username})",
+        {
+          topic: filter,
+          clientId: subject.clientId,
+          username: subject.username ?? "-",
+        },
+      );
     }
     return allowed;
   }

@@ -3,13 +3,19 @@
  * hashes (`pbkdf2-sha256$<iterations>$<salt base64>$<hash base64>`), verified
  * with WebCrypto. A successful check is remembered per user (as a SHA-256 of
  * the password), so reconnecting clients do not pay the key derivation again.
+ * The local user (`mqtt.localUser`) has a generated password kept in the data
+ * directory ({@link localPassword}), like the admin token.
  *
  * @module
  */
 
 import { Buffer } from "node:buffer";
+import { join } from "node:path";
 import { encodeHex } from "../util/hex.ts";
 import { timingSafeEqual } from "../util/timing_safe_equal.ts";
+
+/** The file in the data directory that holds the local user's password. */
+const LOCAL_PASSWORD_FILE = "mqtt-local.password";
 
 const encoder = new TextEncoder();
 const DEFAULT_ITERATIONS = 210_000;
@@ -70,6 +76,38 @@ export async function verifyPassword(password: Uint8Array, encoded: string): Pro
 }
 
 /**
+ * The local user's password and the file that holds it, in `dataDir`;
+ * generated (24 random bytes, hex) and written with mode 0600 on first use.
+ *
+ * @example
+ * ```ts
+ * import { localPassword } from "./auth.ts";
+ * const { password, file } = await localPassword(await Deno.makeTempDir());
+ * password.length; // 48
+ * file.endsWith("mqtt-local.password"); // true
+ * ```
+ */
+export async function localPassword(dataDir: string): Promise<{ password: string; file: string }> {
+  const file = join(dataDir, LOCAL_PASSWORD_FILE);
+  try {
+    const password = (await Deno.readTextFile(file)).trim();
+    if (password.length >= 16) return { password, file };
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const password = encodeHex(crypto.getRandomValues(new Uint8Array(24)));
+  await Deno.writeTextFile(file, `${password}\n`, { mode: 0o600 });
+  await Deno.chmod(file, 0o600);
+  return { password, file };
+}
+
+/** A user whose password is given in plain (a generated one), not as a hash. */
+export interface LocalUser {
+  username: string;
+  password: string;
+}
+
+/**
  * Checks a CONNECT's user name and password against the configured users.
  *
  * @example
@@ -78,16 +116,24 @@ export async function verifyPassword(password: Uint8Array, encoded: string): Pro
  * const auth = new Authenticator({ ada: { password: await hashPassword("pw", 1000) } }, false);
  * await auth.check("ada", new TextEncoder().encode("pw")); // true
  * await auth.check(undefined, undefined); // false: anonymous not allowed
+ * const local = new Authenticator({}, false, { username: "local", password: "generated-0123456789" });
+ * await local.check("local", new TextEncoder().encode("generated-0123456789")); // true
  * ```
  */
 export class Authenticator {
   /** Per user: the SHA-256 (hex) of the last password that verified. */
   readonly #verified = new Map<string, string>();
+  readonly #local?: { username: string; digest: Promise<Uint8Array> };
 
   constructor(
     readonly users: Readonly<Record<string, { password: string }>>,
     readonly allowAnonymous: boolean,
-  ) {}
+    local?: LocalUser,
+  ) {
+    if (local) {
+      this.#local = { username: local.username, digest: sha256(encoder.encode(local.password)) };
+    }
+  }
 
   /**
    * True when the user exists and the password matches, or anonymous is
@@ -97,6 +143,9 @@ export class Authenticator {
   async check(username: string | undefined, password: Uint8Array | undefined): Promise<boolean> {
     if (username === undefined || username === "") return this.allowAnonymous;
     if (!password) return false;
+    if (this.#local?.username === username) {
+      return timingSafeEqual(await sha256(password), await this.#local.digest);
+    }
     if (!Object.hasOwn(this.users, username)) {
       await verifyPassword(password, DUMMY_HASH);
       return false;
@@ -110,4 +159,8 @@ export class Authenticator {
     this.#verified.set(username, digest);
     return true;
   }
+}
+
+async function sha256(bytes: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
 }

@@ -13,6 +13,9 @@
  *   `authorizePublish`, which aedes runs before it acknowledges the
  *   publisher; a queue that refuses it disconnects the publisher without an
  *   ack, so the publisher sends it again later.
+ * - Publishes reach the subscribers in publish order, and a QoS 1 or 2
+ *   publish is acknowledged (PUBACK, PUBREC) only once it is on disk for
+ *   every persistent session it reaches ({@link PublishOrder}).
  * - A denied publish disconnects the client (MQTT 3.1.1 has no negative
  *   PUBACK, MQTT-3.3.5-2); a denied subscription gets return code 0x80.
  * - Until its CONNECT is accepted a stream may send packets of at most
@@ -20,6 +23,9 @@
  *   closes it as soon as its fixed header arrives ({@link PacketLimit}).
  * - An empty client id with clean session 0 gets CONNACK 2, identifier
  *   rejected (MQTT-3.1.3-8): it would leave a session no one can resume.
+ * - {@link StorageLimits} refuse an anonymous client's persistent session
+ *   (CONNACK 5) and subscriptions beyond a client's or the sessions' bound
+ *   (0x80).
  *
  * @module
  */
@@ -27,6 +33,7 @@
 import type { Duplex } from "node:stream";
 import { Buffer } from "node:buffer";
 import { getLogger } from "@logtape/logtape";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 import { Aedes, type AuthenticateError, type Client } from "aedes";
 import type { MessageSource } from "../bus/message.ts";
 import type { Connection, ConnectionLimits } from "../connections/connection.ts";
@@ -37,7 +44,10 @@ import type { Authenticator } from "./auth.ts";
 import type { OutboundMessage } from "./queue.ts";
 import { QueueFullError } from "./queue.ts";
 import type { KvPersistence } from "./persistence.ts";
+import type { StorageLimits } from "./storage_limits.ts";
 import { limitPackets, PacketLimit } from "./packet_limit.ts";
+import { PublishOrder } from "./publish_order.ts";
+import { AckGate } from "./ack_gate.ts";
 
 const logger = getLogger(["gateway", "mqtt", "broker"]);
 /** Milliseconds between samples of the streams' byte counts. */
@@ -84,12 +94,13 @@ interface Tracked {
   stream: MqttStream;
   connection: Connection;
   limit: PacketLimit;
+  gate: AckGate;
   read: number;
   written: number;
 }
 
 /** The error aedes turns into CONNACK return code `returnCode`. */
-function refusal(returnCode: 2 | 4, message: string): AuthenticateError {
+function refusal(returnCode: 2 | 4 | 5, message: string): AuthenticateError {
   const error = new Error(message) as AuthenticateError;
   error.returnCode = returnCode;
   return error;
@@ -106,9 +117,12 @@ function refusal(returnCode: 2 | 4, message: string): AuthenticateError {
  * import { Acl } from "./acl.ts";
  * import { Authenticator } from "./auth.ts";
  * import { MqttBroker } from "./broker.ts";
+ * import { MqttSessionsConfig } from "./config.ts";
  * import { KvPersistence } from "./persistence.ts";
+ * import { StorageLimits, StorageRefusals } from "./storage_limits.ts";
  *
  * const metrics = new MetricsRegistry();
+ * const limits = new StorageLimits({ maxSubscriptions: 100, anonymous: false }, new StorageRefusals());
  * const connections = new ConnectionManager(new Bus(metrics), metrics);
  * const policy = { auth: new Authenticator({}, true), acl: new Acl(undefined), forwarders: [] };
  * const broker = await MqttBroker.create(policy, connections, {
@@ -121,10 +135,12 @@ function refusal(returnCode: 2 | 4, message: string): AuthenticateError {
  *   keepaliveLimit: 0,
  *   maxClientIdLength: 256,
  *   maxPacketSize: 1024 * 1024,
- *   persistence: new KvPersistence(await Deno.openKv(":memory:"), {
- *     maxQueuedMessages: 1000,
- *     maxRetained: 10_000,
- *   }),
+ *   persistence: new KvPersistence(
+ *     await Deno.openKv(":memory:"),
+ *     MqttSessionsConfig.parse({}),
+ *     limits,
+ *   ),
+ *   limits,
  * });
  * await broker.close();
  * ```
@@ -146,11 +162,24 @@ export class MqttBroker {
     counters: BrokerCounters,
     persistence: KvPersistence,
     maxPacketSize: number,
+    limits: StorageLimits,
   ) {
     this.aedes = aedes;
     this.#persistence = persistence;
     this.policy = policy;
     this.#connections = connections;
+    // A client's acknowledgements wait in its AckGate, so aedes reads its next packets meanwhile.
+    const gateOf = (client: Client | null) =>
+      client ? this.#tracked.get(client.conn as Duplex)?.gate : undefined;
+    const order = new PublishOrder(aedes, (client) => {
+      // A publish from inside the gateway (the bus, a bridge) has no acknowledgement to hold back.
+      if (!client) return Promise.resolve();
+      const durable = persistence.durable();
+      const gate = gateOf(client);
+      if (!gate) return durable;
+      gate.holdUntil(durable);
+      return Promise.resolve();
+    });
     aedes.preConnect = (client, packet, done) => {
       if (packet.clientId === "" && !packet.clean) this.#anonymousSessions.add(client);
       done(null, true);
@@ -158,19 +187,43 @@ export class MqttBroker {
     aedes.authenticate = (client, username, password, done) => {
       if (this.#anonymousSessions.delete(client)) {
         counters.denied("connect").inc();
-        logger.warn("client refused: an empty client id needs clean session 1");
+        eventWarnings.warn(
+          logger,
+          "mqtt/refused",
+          "client refused: an empty client id needs clean session 1",
+          {},
+        );
         return done(refusal(2, "an empty client id needs clean session 1"), false);
       }
       this.policy.auth.check(username, password).then((ok) => {
+        if (ok && !limits.admitsConnect(client, username || undefined)) {
+          return done(refusal(5, "a persistent session needs a user name"), false);
+        }
         if (ok) {
           if (username) (client as BrokerClient).user = username;
           return done(null, true);
         }
         counters.denied("connect").inc();
-        logger.warn("client {clientId} refused: bad user name or password (user {username})", {
-          clientId: client.id,
-          username: username ?? "-",
-        });
+        if (!username) {
+          eventWarnings.warn(
+            logger,
+            "mqtt/refused",
+            "client {clientId} refused: no user name (mqtt.allowAnonymous is false)",
+            {
+              clientId: client.id,
+            },
+          );
+          return done(refusal(5, "not authorized: a user name is required"), false);
+        }
+        eventWarnings.warn(
+          logger,
+          "mqtt/bad-credentials",
+          "client {clientId} refused: bad user name or password (user {username})",
+          {
+            clientId: client.id,
+            username,
+          },
+        );
         done(refusal(4, "bad user name or password"), false);
       }, (error) => done(error, false));
     };
@@ -180,8 +233,18 @@ export class MqttBroker {
         counters.denied("publish").inc();
         return callback(new Error(`not authorized to publish on ${packet.topic}`));
       }
+      // A QoS 1 publish is published here, before aedes writes its PUBACK (see PublishOrder).
+      const accept = () => {
+        if (packet.qos !== 1) return callback(null);
+        const published = order.publishAhead(packet, client);
+        const gate = gateOf(client);
+        if (!gate) return published.then(() => callback(null), callback);
+        // Its PUBACK, which aedes writes next, leaves once the publish's writes are on disk.
+        gate.holdUntil(published.then(() => persistence.durable()));
+        callback(null);
+      };
       const forwarders = this.policy.forwarders.filter((f) => f.takes(packet.topic));
-      if (forwarders.length === 0) return callback(null);
+      if (forwarders.length === 0) return accept();
       const message: OutboundMessage = {
         topic: packet.topic,
         payload: new Uint8Array(packet.payload as Uint8Array),
@@ -189,26 +252,33 @@ export class MqttBroker {
         retain: packet.retain,
       };
       Promise.all(forwarders.map((f) => f.forward(message))).then(
-        () => callback(null),
+        accept,
         (error) => {
           if (error instanceof QueueFullError) counters.refused.inc();
-          logger.warn("publish on {topic} by client {clientId} not accepted: {error}", {
-            topic: packet.topic,
-            clientId: subject.clientId,
-            error: (error as Error).message,
-          });
+          eventWarnings.warn(
+            logger,
+            "mqtt/publish-refused",
+            "publish on {topic} by client {clientId} not accepted: {error}",
+            {
+              topic: packet.topic,
+              clientId: subject.clientId,
+              error: (error as Error).message,
+            },
+          );
           callback(error as Error);
         },
       );
     };
     aedes.authorizeSubscribe = (client, subscription, callback) => {
       const subject = { clientId: client.id, username: userOf(client) };
-      if (this.policy.acl.canSubscribe(subject, subscription.topic)) {
-        return callback(null, subscription);
+      if (!this.policy.acl.canSubscribe(subject, subscription.topic)) {
+        counters.denied("subscribe").inc();
+        return callback(null, null);
       }
-      counters.denied("subscribe").inc();
-      callback(null, null);
+      const admitted = limits.admitSubscription(client, subscription, persistence);
+      callback(null, admitted ? subscription : null);
     };
+    aedes.on("unsubscribe", (topics, client) => limits.unsubscribed(client, topics));
     aedes.authorizeForward = (client, packet) => {
       const subject = { clientId: client.id, username: userOf(client) };
       if (!this.policy.acl.canReceive(subject, packet.topic)) return null;
@@ -248,6 +318,7 @@ export class MqttBroker {
       maxClientIdLength: number;
       maxPacketSize: number;
       persistence: KvPersistence;
+      limits: StorageLimits;
     },
   ): Promise<MqttBroker> {
     const aedes = await Aedes.createBroker({
@@ -265,6 +336,7 @@ export class MqttBroker {
       counters,
       options.persistence,
       options.maxPacketSize,
+      options.limits,
     );
   }
 
@@ -302,16 +374,22 @@ export class MqttBroker {
       },
     });
     if ("refused" in admitted) {
-      logger.warn("MQTT connection from {address} refused: {reason}", {
-        address: origin.remoteAddress,
-        reason: admitted.refused,
-      });
+      eventWarnings.warn(
+        logger,
+        "mqtt/connection-refused",
+        "MQTT connection from {address} refused: {reason}",
+        {
+          address: origin.remoteAddress,
+          reason: admitted.refused,
+        },
+      );
       stream.destroy();
       return;
     }
     const limit = new PacketLimit(CONNECT_PACKET_LIMIT);
     limitPackets(stream, limit);
-    const tracked: Tracked = { stream, connection: admitted, limit, read: 0, written: 0 };
+    const gate = new AckGate(stream);
+    const tracked: Tracked = { stream, connection: admitted, limit, gate, read: 0, written: 0 };
     this.#tracked.set(stream, tracked);
     stream.once("close", () => {
       this.#sample(tracked);
@@ -328,7 +406,11 @@ export class MqttBroker {
     this.aedes.handle(stream);
   }
 
-  /** Publishes a message from inside the gateway (the bus, a bridge) to the broker's subscribers. */
+  /**
+   * Publishes a message from inside the gateway (the bus, a bridge) to the
+   * broker's subscribers; resolves once it is handed to them (its writes for
+   * persistent sessions are queued, not waited for).
+   */
   publish(message: OutboundMessage): Promise<void> {
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     this.aedes.publish({

@@ -15,6 +15,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { eventWarnings } from "../observability/rate_limited_log.ts";
 import type { Bus, Subscription } from "../bus/bus.ts";
 import type { BusMessage } from "../bus/message.ts";
 import { topicError } from "../bus/topic.ts";
@@ -106,10 +107,15 @@ export class BusBridge {
         ...forwarders.map((f) => f.forward(outbound)),
       ]);
     } catch (error) {
-      logger.warn("bus message on {topic} not delivered to MQTT: {error}", {
-        topic: message.topic,
-        error: (error as Error).message,
-      });
+      eventWarnings.warn(
+        logger,
+        "mqtt/bus-undelivered",
+        "bus message on {topic} not delivered to MQTT: {error}",
+        {
+          topic: message.topic,
+          error: (error as Error).message,
+        },
+      );
     }
   }
 }

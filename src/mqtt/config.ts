@@ -32,6 +32,9 @@ const Prefix = z.string().default("").superRefine((prefix, ctx) => {
 export const MqttTlsConfig = z.strictObject({
   cert: z.string().describe("PEM certificate chain file"),
   key: z.string().describe("PEM private key file"),
+  handshakeTimeout: Duration.default(10_000).describe(
+    "a TLS handshake must end this long after the connection is accepted",
+  ),
 });
 
 /** One TCP (or TLS) listener of the embedded broker. */
@@ -84,11 +87,26 @@ export const MqttQueueConfig = z.strictObject({
 
 /** The bounds of what the broker keeps on disk for persistent sessions and retained messages. */
 export const MqttSessionsConfig = z.strictObject({
+  maxSessions: z.number().int().positive().default(1000).describe(
+    "persistent sessions (clean session 0, with subscriptions) kept; a new session's subscriptions beyond it get SUBACK 0x80",
+  ),
+  anonymous: z.boolean().default(false).describe(
+    "whether a client without a user name may have a persistent session; false: its CONNECT with clean session 0 gets CONNACK 5",
+  ),
   maxQueuedMessages: z.number().int().positive().default(1000).describe(
     "QoS 1/2 messages kept per offline persistent client; when full its oldest is dropped",
   ),
+  maxQueuedBytes: Size.default(2 * 1024 * 1024).describe(
+    "payload and topic bytes kept per offline persistent client; its oldest messages are dropped to make room, a larger message is not queued",
+  ),
   maxRetained: z.number().int().positive().default(10_000).describe(
     "topics with a retained message; when full a retained publish on a new topic is not retained",
+  ),
+  maxRetainedMessageBytes: Size.default(256 * 1024).describe(
+    "largest retained message (payload and topic); a larger one is delivered, not retained, and removes the topic's retained message",
+  ),
+  maxRetainedBytes: Size.default(64 * 1024 * 1024).describe(
+    "payload and topic bytes of all retained messages; a retained publish beyond it is delivered, not retained, and removes the topic's retained message",
   ),
 });
 
@@ -128,6 +146,9 @@ export const MqttConfig = z.strictObject({
   ),
   allowAnonymous: z.boolean().default(false).describe("accept clients without a user name"),
   users: z.record(z.string().min(1), MqttUserConfig).default({}),
+  localUser: z.union([z.string().min(1), z.literal(false)]).default("local").describe(
+    "a user whose password is generated and kept in <storage.dataDir>/mqtt-local.password (mode 0600); false: none",
+  ),
   acl: z.array(MqttAclRule).optional().describe(
     "when present, only what a matching rule allows; when absent, everything",
   ),
@@ -147,10 +168,22 @@ export const MqttConfig = z.strictObject({
   }).describe(
     "largest packet a client may send once connected (before its CONNECT is accepted: 64KiB); a larger one closes the connection",
   ),
+  maxSubscriptions: z.number().int().positive().default(100).describe(
+    "subscriptions one client may hold; more get SUBACK 0x80",
+  ),
   sessions: MqttSessionsConfig.prefault({}).describe(
     "persistent sessions and retained messages, stored in <storage.dataDir>/mqtt-sessions.sqlite3",
   ),
   bridges: z.record(Name, MqttBridgeConfig).default({}),
+}).superRefine((mqtt, ctx) => {
+  if (mqtt.localUser !== false && Object.hasOwn(mqtt.users, mqtt.localUser)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["users", mqtt.localUser],
+      message:
+        `"${mqtt.localUser}" is the localUser, whose password is generated: rename this user or set localUser`,
+    });
+  }
 });
 
 /** The `mqtt` route target: MQTT over WebSocket into the embedded broker. */

@@ -3,7 +3,10 @@
  * accepted socket goes to {@link MqttBroker.handle}. `node:net` sockets are
  * the fastest stream aedes can be given in Deno (measured in bench/mqtt.ts
  * and docs/mqtt.md): they are native Node streams with `cork`, so the several
- * writes of one MQTT packet leave in one syscall.
+ * writes of one MQTT packet leave in one syscall. A TLS listener closes a
+ * connection whose handshake has not ended `tls.handshakeTimeout` after it
+ * was accepted, and holds at most `maxPerIp` handshakes from one address (the
+ * broker counts connections only once they are secured).
  *
  * @module
  */
@@ -53,8 +56,12 @@ export class MqttListener {
         limits,
       });
     };
-    const server = pem
-      ? createTlsServer({ cert: pem.cert, key: pem.key }, accept)
+    const server = pem && config.tls
+      ? handshakeGuarded(
+        createTlsServer({ cert: pem.cert, key: pem.key }, accept),
+        config.tls.handshakeTimeout,
+        config.maxPerIp,
+      )
       : createTcpServer(accept);
     return new Promise((resolve, reject) => {
       server.once("error", (error) => {
@@ -76,4 +83,44 @@ export class MqttListener {
   close(): void {
     this.server.close();
   }
+}
+
+/**
+ * Makes `server` close connections whose TLS handshake is not over
+ * `timeout` ms after they were accepted, and refuse a handshake from an
+ * address that already has `maxPerIp` in progress.
+ */
+function handshakeGuarded(server: Server, timeout: number, maxPerIp: number): Server {
+  /** Handshakes in progress: by `address:port`, and how many per address. */
+  const pending = new Map<string, ReturnType<typeof setTimeout>>();
+  const perIp = new Map<string, number>();
+  const done = (address: string, port: number | undefined) => {
+    const timer = pending.get(`${address}:${port}`);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    pending.delete(`${address}:${port}`);
+    const count = perIp.get(address)! - 1;
+    if (count === 0) perIp.delete(address);
+    else perIp.set(address, count);
+  };
+  server.on("connection", (raw: Socket) => {
+    const address = raw.remoteAddress ?? "";
+    const port = raw.remotePort;
+    const count = perIp.get(address) ?? 0;
+    if (count >= maxPerIp) return raw.destroy();
+    perIp.set(address, count + 1);
+    pending.set(
+      `${address}:${port}`,
+      setTimeout(() => {
+        done(address, port);
+        raw.destroy();
+      }, timeout),
+    );
+    raw.once("close", () => done(address, port));
+  });
+  server.on(
+    "secureConnection",
+    (socket: Socket) => done(socket.remoteAddress ?? "", socket.remotePort),
+  );
+  return server;
 }

@@ -12,6 +12,11 @@
  * `GET /mqtt` (admin API) shows clients, subscriptions, messages in and out,
  * retained topics, and each bridge's state and queue.
  *
+ * Unless `mqtt.localUser` is false, the broker has a local user whose password
+ * is generated in the data directory (mode 0600); its file is logged when the
+ * broker starts. Storage refusals (bounds of `mqtt.sessions`,
+ * `maxSubscriptions`) are counted in `gateway_mqtt_storage_refused_total{reason}`.
+ *
  * @module
  */
 
@@ -25,15 +30,17 @@ import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
 import { openPrivateKv } from "../storage/private_kv.ts";
 import { Acl } from "./acl.ts";
-import { Authenticator } from "./auth.ts";
+import { Authenticator, localPassword, type LocalUser } from "./auth.ts";
 // aedes and mqtt.js are loaded when a config first asks for the broker or a bridge, so a gateway
 // without MQTT does not carry them (about 10 MiB of RSS).
 import type { Bridge } from "./bridge.ts";
 import type { BrokerCounters, MqttBroker, MqttStream, StreamOrigin } from "./broker.ts";
+import type { KvPersistence } from "./persistence.ts";
 import { BusBridge } from "./bus_bridge.ts";
 import type { MqttConfig, MqttListenerConfig } from "./config.ts";
 import { MqttListener } from "./listener.ts";
 import { ForwardQueue } from "./queue.ts";
+import { StorageLimits, StorageRefusals } from "./storage_limits.ts";
 import type { MqttWebSocketHost } from "./websocket_target.ts";
 
 const logger = getLogger(["gateway", "mqtt"]);
@@ -55,6 +62,8 @@ interface RunningBridge {
 /** Everything one config built; swapped whole on commit. */
 interface State {
   config: MqttConfig;
+  /** The local user and its generated password, unless `localUser` is false. */
+  local?: LocalUser;
   listeners: Map<string, RunningListener>;
   bridges: Map<string, RunningBridge>;
 }
@@ -79,6 +88,7 @@ export class MqttModule
   readonly name = "mqtt";
   readonly sections = ["mqtt"] as const;
   #broker?: MqttBroker;
+  #persistence?: KvPersistence;
   #link?: BusBridge;
   #state?: State;
   /** Open queue stores by file path (one per data directory in use). */
@@ -89,6 +99,7 @@ export class MqttModule
   readonly #bridgeMessages;
   readonly #queueDropped;
   readonly #sessionsDropped;
+  readonly #limits: StorageLimits;
 
   constructor(
     readonly bus: Bus,
@@ -129,8 +140,22 @@ export class MqttModule
       "Messages not kept for sessions: queued for a full offline client, or retained on a new topic beyond maxRetained.",
       ["what"],
     );
+    const refused = metrics.counter(
+      "gateway_mqtt_storage_refused_total",
+      "What the broker refused to keep: anonymous or excess persistent sessions, excess subscriptions, retained messages over their byte bounds, queued bytes over a session's bound.",
+      ["reason"],
+    );
+    this.#limits = new StorageLimits(
+      { maxSubscriptions: Infinity, anonymous: false },
+      new StorageRefusals((reason) => refused.labels({ reason }).inc()),
+    );
     const clients = metrics.gauge("gateway_mqtt_clients", "Connected MQTT clients.");
     const retained = metrics.gauge("gateway_mqtt_retained", "Topics with a retained message.");
+    const retainedBytes = metrics.gauge(
+      "gateway_mqtt_retained_bytes",
+      "Payload and topic bytes of the retained messages.",
+    );
+    const sessions = metrics.gauge("gateway_mqtt_persistent_sessions", "Persistent sessions kept.");
     const connected = metrics.gauge(
       "gateway_mqtt_bridge_connected",
       "1 when the bridge is connected upstream.",
@@ -147,6 +172,8 @@ export class MqttModule
     metrics.collect(() => {
       clients.labels().set(this.#broker?.aedes.connectedClients ?? 0);
       retained.labels().set(this.#broker?.retainedCount ?? 0);
+      retainedBytes.labels().set(this.#persistence?.retainedBytes ?? 0);
+      sessions.labels().set(this.#persistence?.sessionCount ?? 0);
       connected.reset();
       depth.reset();
       age.reset();
@@ -162,6 +189,11 @@ export class MqttModule
   /** Whether the broker is running (for the WebSocket route target). */
   get running(): boolean {
     return this.#broker !== undefined && this.#state !== undefined;
+  }
+
+  /** The largest packet a connected client may send (for the WebSocket route target). */
+  get maxPacketSize(): number | undefined {
+    return this.#state?.config.maxPacketSize;
   }
 
   /** Serves a stream from the WebSocket route target. */
@@ -196,30 +228,41 @@ export class MqttModule
         this.#link = undefined;
         await created.broker.close();
         this.#broker = undefined;
+        this.#persistence = undefined;
       }
     };
     try {
+      await Deno.mkdir(context.dataDir, { recursive: true });
+      const generated = mqtt.localUser === false ? undefined : await localPassword(context.dataDir);
+      const local = generated &&
+        { username: mqtt.localUser as string, password: generated.password };
       const policy = {
-        auth: new Authenticator(mqtt.users, mqtt.allowAnonymous),
+        auth: new Authenticator(mqtt.users, mqtt.allowAnonymous, local),
         acl: new Acl(mqtt.acl),
         forwarders: [] as Bridge[],
       };
+      const bounds = {
+        maxSubscriptions: mqtt.maxSubscriptions,
+        anonymous: mqtt.sessions.anonymous,
+      };
       if (!this.#broker) {
+        this.#limits.bounds = bounds;
         const { MqttBroker } = await import("./broker.ts");
         const { KvPersistence } = await import("./persistence.ts");
-        await Deno.mkdir(context.dataDir, { recursive: true });
         const kv = await openPrivateKv(join(context.dataDir, SESSIONS_FILE));
-        const persistence = new KvPersistence(kv, mqtt.sessions, (what, count) => {
+        const persistence = new KvPersistence(kv, mqtt.sessions, this.#limits, (what, count) => {
           this.#sessionsDropped.labels({ what }).inc(count);
         });
         created.broker = await MqttBroker.create(policy, this.connections, this.#counters, {
           ...mqtt,
           persistence,
+          limits: this.#limits,
         }).catch((error) => {
           kv.close();
           throw error;
         });
         this.#broker = created.broker;
+        this.#persistence = persistence;
         this.#link = new BusBridge(this.bus, created.broker);
       }
       const broker = this.#broker;
@@ -283,10 +326,14 @@ export class MqttModule
       return {
         commit: async () => {
           broker.policy = policy;
+          this.#limits.bounds = bounds;
+          this.#persistence!.bounds = mqtt.sessions;
           const before = previous?.config.users ?? {};
           const closed = broker.closeUsers((user) =>
-            !Object.hasOwn(mqtt.users, user) || !Object.hasOwn(before, user) ||
-            mqtt.users[user].password !== before[user].password
+            user === local?.username
+              ? user !== previous?.local?.username || local.password !== previous.local.password
+              : !Object.hasOwn(mqtt.users, user) || !Object.hasOwn(before, user) ||
+                mqtt.users[user].password !== before[user].password
           );
           if (closed > 0) {
             logger.info("closed {count} MQTT clients of removed or changed users", {
@@ -312,7 +359,13 @@ export class MqttModule
             bridge.deps.queue.bounds = bridge.config.queue;
             bridge.start();
           }
-          this.#state = { config: mqtt, listeners, bridges };
+          this.#state = { config: mqtt, local, listeners, bridges };
+          if (local && local.username !== previous?.local?.username) {
+            logger.info("MQTT user {user} logs in with the password in {file} (mode 0600)", {
+              user: local.username,
+              file: generated!.file,
+            });
+          }
           await this.#closeStores(storePath);
           for (const [name, { listener }] of listeners) {
             logger.info("MQTT listener {name} on port {port}", { name, port: listener.port });
@@ -335,6 +388,7 @@ export class MqttModule
     this.#link = undefined;
     await this.#broker?.close();
     this.#broker = undefined;
+    this.#persistence = undefined;
     await this.#closeStores();
   }
 

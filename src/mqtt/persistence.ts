@@ -13,17 +13,24 @@
  *   subscriptions or queues), wills, and the QoS 2 messages a client sent and
  *   has not yet released (PUBREL).
  * - Writes are grouped: the changes of one event-loop turn, and those made
- *   while a transaction commits, go into one transaction. (Un)subscribing,
- *   and retaining or queuing a QoS 2 publish, resolve once on disk, so the
- *   SUBACK and the PUBREC follow the write. aedes acknowledges a QoS 1
- *   publish before it stores it, so its writes are not waited for (waiting
- *   would only hold up the publisher's next packets); acknowledgements clear
- *   their messages without waiting either.
+ *   while a transaction commits, go into one transaction, and transactions
+ *   commit one after the other, so changes reach the disk in the order they
+ *   were made. (Un)subscribing resolves once on disk (the SUBACK follows).
+ *   Retaining and queuing a publish resolve at once, so that each publish is
+ *   handed to the subscribers in publish order (a publish waiting for its
+ *   write would be overtaken); the broker acknowledges a QoS 1 or 2 publish
+ *   (PUBACK, PUBREC) only after {@link KvPersistence.durable}, and commits
+ *   are shared by every publish that arrives meanwhile (see `publish_order.ts`).
+ *   Acknowledgements from subscribers clear their messages without waiting.
  * - {@link KvPersistence.setup} (called by aedes before it accepts clients)
  *   loads what an earlier run stored.
- * - Bounds: `maxQueuedMessages` per offline client (its oldest queued message
- *   is dropped to make room) and `maxRetained` topics (a retained publish on a
- *   new topic is delivered but not retained). Drops are logged and reported.
+ * - Bounds: `maxQueuedMessages` and `maxQueuedBytes` per offline client (its
+ *   oldest queued messages are dropped to make room), `maxRetained` topics (a
+ *   retained publish on a new topic is delivered but not retained),
+ *   `maxRetainedMessageBytes` and `maxRetainedBytes` (a retained publish over
+ *   them is delivered, not retained), `maxSessions` ({@link admitsSession}).
+ *   Drops are logged and reported; byte-bound refusals go through the
+ *   {@link StorageLimits}, which also say which subscriptions are kept.
  *
  * @module
  */
@@ -34,6 +41,7 @@ import { Readable } from "node:stream";
 import { getLogger } from "@logtape/logtape";
 import aedesPersistence from "aedes-persistence";
 import type { MqttSessionsConfig } from "./config.ts";
+import type { StorageLimits } from "./storage_limits.ts";
 import { commitInBatches, type KvMutation, payloadParts } from "../storage/kv_writes.ts";
 
 const logger = getLogger(["gateway", "mqtt", "sessions"]);
@@ -136,9 +144,12 @@ interface StoredHead {
  * @example
  * ```ts
  * import { Aedes } from "aedes";
+ * import { MqttSessionsConfig } from "./config.ts";
  * import { KvPersistence } from "./persistence.ts";
+ * import { StorageLimits, StorageRefusals } from "./storage_limits.ts";
  * const kv = await Deno.openKv(":memory:");
- * const persistence = new KvPersistence(kv, { maxQueuedMessages: 1000, maxRetained: 10_000 });
+ * const limits = new StorageLimits({ maxSubscriptions: 100, anonymous: false }, new StorageRefusals());
+ * const persistence = new KvPersistence(kv, MqttSessionsConfig.parse({}), limits);
  * const aedes = await Aedes.createBroker({ persistence }); // loads what kv holds
  * aedes.close();
  * await persistence.close(); // flushes, then closes kv
@@ -146,34 +157,68 @@ interface StoredHead {
  */
 export class KvPersistence {
   readonly #kv: Deno.Kv;
-  readonly #bounds: MqttSessionsConfig;
+  #bounds: MqttSessionsConfig;
+  readonly #limits: StorageLimits;
   readonly #onDrop: (what: SessionDrop, count: number) => void;
   readonly #memory = memoryPersistence();
   #broker?: SessionBroker;
-  /** Retained topics and the number of KV parts of each. */
-  readonly #retained = new Map<string, number>();
+  /** Retained topics with the number of KV parts and the bytes (payload and topic) of each. */
+  readonly #retained = new Map<string, { parts: number; bytes: number }>();
+  /** The bytes of all retained messages. */
+  #retainedBytes = 0;
+  /** Client ids with stored subscriptions (or a place taken for them). */
+  readonly #sessions = new Set<string>();
   readonly #queues = new Map<string, Queued[]>();
   /** Clients whose queue reached its bound and was warned about (until it empties). */
   readonly #warned = new Set<string>();
   readonly #keys = new Map<string, string>();
   #nextSeq = 1;
   #mutations: KvMutation[] = [];
-  #waiting: { resolve: () => void; reject: (error: Error) => void }[] = [];
   #flushing?: Promise<void>;
+  /** Settles with the next commit: what {@link durable} and waiting writers get until it starts. */
+  #nextCommit?: PromiseWithResolvers<void>;
 
   constructor(
     kv: Deno.Kv,
     bounds: MqttSessionsConfig,
+    limits: StorageLimits,
     onDrop: (what: SessionDrop, count: number) => void = () => {},
   ) {
     this.#kv = kv;
     this.#bounds = bounds;
     this.#onDrop = onDrop;
+    this.#limits = limits;
+  }
+
+  /** Replaces the bounds (a reload); what is stored already stays. */
+  set bounds(bounds: MqttSessionsConfig) {
+    this.#bounds = bounds;
   }
 
   /** Topics holding a retained message. */
   get retainedCount(): number {
     return this.#retained.size;
+  }
+
+  /** The bytes (payload and topic) of all retained messages. */
+  get retainedBytes(): number {
+    return this.#retainedBytes;
+  }
+
+  /** Persistent sessions stored. */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /**
+   * True when `clientId` has a stored session, or one more fits within
+   * `maxSessions` (its place is then taken until its subscriptions are cleaned).
+   */
+  admitsSession(clientId: string): boolean {
+    if (this.#sessions.has(clientId)) return true;
+    if (this.#sessions.size >= this.#bounds.maxSessions) return false;
+    this.#sessions.add(clientId);
+    return true;
   }
 
   /** Called by aedes before it accepts clients: loads the stored sessions and retained messages. */
@@ -183,7 +228,9 @@ export class KvPersistence {
     for await (const { head, payload } of this.#readMessages([RETAINED])) {
       const packet = restorePacket(head, payload, broker);
       await this.#memory.storeRetained(packet);
-      this.#retained.set(packet.topic!, head.parts ?? 1);
+      const bytes = messageBytes(packet);
+      this.#retained.set(packet.topic!, { parts: head.parts ?? 1, bytes });
+      this.#retainedBytes += bytes;
     }
     const subscriptions = new Map<string, SubscriptionRecord[]>();
     for await (
@@ -194,7 +241,10 @@ export class KvPersistence {
       const { clientId, ...record } = value;
       subscriptions.set(clientId, [...subscriptions.get(clientId) ?? [], record]);
     }
-    for (const [id, subs] of subscriptions) await this.#memory.addSubscriptions({ id }, subs);
+    for (const [id, subs] of subscriptions) {
+      await this.#memory.addSubscriptions({ id }, subs);
+      this.#sessions.add(id);
+    }
     let queued = 0;
     for await (const { key, head, payload } of this.#readMessages([QUEUED])) {
       const seq = key[2] as number;
@@ -209,30 +259,59 @@ export class KvPersistence {
     );
   }
 
-  /** Retains `packet` (an empty payload removes the topic's retained message). */
+  /**
+   * Retains `packet` (an empty payload removes the topic's retained message).
+   * A message over `maxRetainedMessageBytes`, or one that would take the
+   * retained bytes over `maxRetainedBytes`, is not retained and removes the
+   * topic's retained message (which it was meant to replace).
+   */
   async storeRetained(packet: SessionPacket): Promise<void> {
     const topic = packet.topic!;
-    const parts = this.#retained.get(topic);
+    const stored = this.#retained.get(topic);
     const payload = packet.payload ?? new Uint8Array();
     if (
-      parts === undefined && payload.length > 0 && this.#retained.size >= this.#bounds.maxRetained
+      stored === undefined && payload.length > 0 && this.#retained.size >= this.#bounds.maxRetained
     ) {
-      logger.warn("retained message on {topic} not kept: {count} topics retained (maxRetained)", {
-        topic,
-        count: this.#retained.size,
-      });
+      this.#limits.refusals.log.warn(
+        logger,
+        "mqtt/sessions/maxRetained",
+        "retained message on {topic} not kept: {count} topics retained (maxRetained)",
+        { topic, count: this.#retained.size },
+      );
       this.#onDrop("retained", 1);
       return;
     }
+    const bytes = messageBytes(packet);
+    const refusal = payload.length === 0
+      ? undefined
+      : bytes > this.#bounds.maxRetainedMessageBytes
+      ? "retained_message_bytes"
+      : this.#retainedBytes - (stored?.bytes ?? 0) + bytes > this.#bounds.maxRetainedBytes
+      ? "retained_bytes"
+      : undefined;
+    if (refusal) {
+      this.#limits.refusals.refuse(
+        refusal,
+        "retained message on {topic} ({bytes} bytes) not kept: {retained} bytes retained",
+        { topic, bytes, retained: this.#retainedBytes },
+      );
+      if (stored === undefined) return;
+      packet = { ...packet, payload: new Uint8Array() };
+    }
     await this.#memory.storeRetained(packet);
     const base = [RETAINED, this.#keyOf(topic)];
-    if (parts !== undefined) this.#deleteParts(base, parts);
-    if (payload.length === 0) {
+    if (stored !== undefined) {
+      this.#deleteParts(base, stored.parts);
+      this.#retainedBytes -= stored.bytes;
+    }
+    if (refusal || payload.length === 0) {
       this.#retained.delete(topic);
     } else {
-      this.#retained.set(topic, this.#setParts(base, { ...fieldsOf(packet) }, payload));
+      const parts = this.#setParts(base, { ...fieldsOf(packet) }, payload);
+      this.#retained.set(topic, { parts, bytes });
+      this.#retainedBytes += bytes;
     }
-    await this.#written(packet);
+    this.#commitLater();
   }
 
   /** Retained messages on topics matching `pattern`. */
@@ -245,8 +324,15 @@ export class KvPersistence {
     return this.#memory.createRetainedStreamCombi(patterns);
   }
 
-  /** Adds subscriptions of a persistent client (aedes calls it only for clean session off). */
+  /**
+   * Adds subscriptions of a persistent client (aedes calls it only for clean
+   * session off, with every subscription of the SUBSCRIBE packet): only those
+   * the {@link StorageLimits} granted are kept.
+   */
   async addSubscriptions(client: SessionClient, subs: SubscriptionRecord[]): Promise<void> {
+    subs = subs.filter((sub) => this.#limits.isGranted(sub));
+    if (subs.length === 0) return;
+    this.#sessions.add(client.id);
     await this.#memory.addSubscriptions(client, subs);
     const clientKey = this.#keyOf(client.id);
     for (const { topic, qos, rh, rap, nl } of subs) {
@@ -264,6 +350,9 @@ export class KvPersistence {
   /** Removes subscriptions of a persistent client (UNSUBSCRIBE). */
   async removeSubscriptions(client: SessionClient, topics: string[]): Promise<void> {
     await this.#memory.removeSubscriptions(client, topics);
+    if ((await this.#memory.subscriptionsByClient(client)).length === 0) {
+      this.#sessions.delete(client.id);
+    }
     const clientKey = this.#keyOf(client.id);
     for (const topic of topics) {
       this.#mutations.push({
@@ -294,6 +383,7 @@ export class KvPersistence {
   async cleanSubscriptions(client: SessionClient): Promise<void> {
     const subs = await this.#memory.subscriptionsByClient(client);
     await this.#memory.cleanSubscriptions(client);
+    this.#sessions.delete(client.id);
     if (subs.length === 0) return;
     const clientKey = this.#keyOf(client.id);
     for (const { topic } of subs) {
@@ -309,14 +399,16 @@ export class KvPersistence {
   /** Queues `packet` for the persistent client of `sub`. */
   outgoingEnqueue(sub: { clientId: string }, packet: SessionPacket): Promise<void> {
     this.#enqueue(sub.clientId, packet);
-    return this.#written(packet);
+    this.#commitLater();
+    return Promise.resolve();
   }
 
   /** Queues `packet` for the persistent client of each of `subs`. */
   outgoingEnqueueCombi(subs: { clientId: string }[], packet: SessionPacket): Promise<void> {
     if (subs.length === 0) return Promise.resolve();
     for (const sub of subs) this.#enqueue(sub.clientId, packet);
-    return this.#written(packet);
+    this.#commitLater();
+    return Promise.resolve();
   }
 
   /**
@@ -342,7 +434,7 @@ export class KvPersistence {
           { clientId: client.id, ...fieldsOf(packet) },
           packet.payload ?? new Uint8Array(),
         );
-        this.#commitSoon().catch(() => {});
+        this.#commitLater();
         return Promise.resolve();
       }
     }
@@ -363,7 +455,7 @@ export class KvPersistence {
       this.#queues.delete(client.id);
       this.#warned.delete(client.id);
     }
-    this.#commitSoon().catch(() => {});
+    this.#commitLater();
     return Promise.resolve(entry.packet);
   }
 
@@ -432,6 +524,16 @@ export class KvPersistence {
     return this.#memory.destroy();
   }
 
+  /**
+   * Resolves once every change made so far is on disk (in a transaction shared
+   * with the changes around it); rejects when its transaction fails. The broker
+   * waits for it before it acknowledges a QoS 1 or 2 publish.
+   */
+  durable(): Promise<void> {
+    if (this.#mutations.length === 0 && !this.#flushing) return Promise.resolve();
+    return this.#commitSoon();
+  }
+
   /** Waits until every change so far is on disk, then closes the KV store. */
   async close(): Promise<void> {
     while (this.#flushing) await this.#flushing;
@@ -442,6 +544,7 @@ export class KvPersistence {
     const queue = this.#queueOf(clientId);
     const clientKey = this.#keyOf(clientId);
     const online = this.#broker?.clients[clientId] !== undefined;
+    if (!online && !this.#makeRoom(clientId, clientKey, queue, packet)) return;
     let dropped = 0;
     while (!online && queue.length >= this.#bounds.maxQueuedMessages) {
       const oldest = queue.shift()!;
@@ -466,6 +569,37 @@ export class KvPersistence {
       copy.payload ?? new Uint8Array(),
     );
     queue.push({ seq, parts, packet: copy });
+  }
+
+  /**
+   * Drops the oldest messages queued for the offline client `clientId` until
+   * `packet` fits within `maxQueuedBytes`; false (and nothing dropped) when
+   * `packet` alone is larger. Each dropped or refused message is counted.
+   */
+  #makeRoom(clientId: string, clientKey: string, queue: Queued[], packet: SessionPacket): boolean {
+    const bytes = messageBytes(packet);
+    const bound = this.#bounds.maxQueuedBytes;
+    const properties = { clientId, topic: packet.topic, bytes, bound };
+    if (bytes > bound) {
+      this.#limits.refusals.refuse(
+        "queued_bytes",
+        "message on {topic} ({bytes} bytes) not queued for offline client {clientId}: over maxQueuedBytes {bound}",
+        properties,
+      );
+      return false;
+    }
+    let queued = queue.reduce((sum, entry) => sum + messageBytes(entry.packet), 0);
+    while (queued + bytes > bound) {
+      const oldest = queue.shift()!;
+      this.#deleteParts([QUEUED, clientKey, oldest.seq], oldest.parts);
+      queued -= messageBytes(oldest.packet);
+      this.#limits.refusals.refuse(
+        "queued_bytes",
+        "offline client {clientId} reached maxQueuedBytes {bound}: its oldest queued message is dropped",
+        properties,
+      );
+    }
+    return true;
   }
 
   #queueOf(clientId: string): Queued[] {
@@ -548,45 +682,46 @@ export class KvPersistence {
   }
 
   /**
-   * Commits the changes queued so far; for a QoS 2 publish, resolves once they are on disk (its
-   * PUBREC follows). aedes has already acknowledged a QoS 1 publish, so waiting would only slow
-   * the publisher's next packets.
+   * Commits the changes queued so far without waiting for them: a publish is
+   * handed to the subscribers in its turn, and acknowledged after {@link durable}.
+   * A failed commit is logged (and rejects the waiters of {@link durable}).
    */
-  #written(packet: SessionPacket): Promise<void> {
-    const committed = this.#commitSoon();
-    if (packet.qos === 2) return committed;
-    committed.catch(() => {});
-    return Promise.resolve();
+  #commitLater(): void {
+    // Started after the current loop turn, so that its changes go in one transaction.
+    this.#flushing ??= new Promise((resolve) => setImmediate(resolve)).then(() => this.#flush());
   }
 
   /** Resolves once the changes queued so far are committed (grouped with others). */
   #commitSoon(): Promise<void> {
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#waiting.push({ resolve, reject });
-    // Started after the current loop turn, so that its changes go in one transaction.
-    this.#flushing ??= new Promise((resolve) => setImmediate(resolve)).then(() => this.#flush());
-    return promise;
+    this.#nextCommit ??= Promise.withResolvers<void>();
+    this.#commitLater();
+    return this.#nextCommit.promise;
   }
 
   async #flush(): Promise<void> {
     try {
-      while (this.#mutations.length > 0 || this.#waiting.length > 0) {
+      while (this.#mutations.length > 0 || this.#nextCommit) {
         const mutations = this.#mutations;
-        const waiting = this.#waiting;
+        const waiting = this.#nextCommit;
         this.#mutations = [];
-        this.#waiting = [];
+        this.#nextCommit = undefined;
         try {
           await commitInBatches(this.#kv, mutations);
-          for (const waiter of waiting) waiter.resolve();
+          waiting?.resolve();
         } catch (error) {
           logger.error("cannot write the MQTT sessions: {error}", { error });
-          for (const waiter of waiting) waiter.reject(error as Error);
+          waiting?.reject(error as Error);
         }
       }
     } finally {
       this.#flushing = undefined;
     }
   }
+}
+
+/** The bytes a message takes against the byte bounds: its payload and topic. */
+function messageBytes(packet: SessionPacket): number {
+  return (packet.payload?.byteLength ?? 0) + Buffer.byteLength(packet.topic ?? "");
 }
 
 /** The fields of `packet` that are stored (not the payload, which goes in parts). */

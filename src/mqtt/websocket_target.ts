@@ -15,13 +15,18 @@ import type { GatewayContext, Target } from "../pipeline/stage.ts";
 import type { MqttStream, StreamOrigin } from "./broker.ts";
 import type { MqttTargetConfig } from "./config.ts";
 import { adaptStream } from "./stream_adapter.ts";
+import { limitMessages } from "../connections/websocket_messages.ts";
 
 const SUBPROTOCOLS = ["mqtt", "mqttv3.1"];
+/** The largest MQTT packet: a 5-byte fixed header and 268,435,455 bytes. */
+const LARGEST_PACKET = 268_435_455 + 5;
 
 /** What the target hands sockets to: the MQTT module (absent when the config has no `mqtt`). */
 export interface MqttWebSocketHost {
   /** Whether the broker is running. */
   readonly running: boolean;
+  /** The largest packet a connected client may send (the broker's `maxPacketSize`). */
+  readonly maxPacketSize?: number;
   /** Serves one stream. */
   accept(stream: MqttStream, origin: StreamOrigin): void;
 }
@@ -140,6 +145,9 @@ export function createMqttWebSocketTarget(
       remoteAddress: clientIp,
       limits: { ...config, idleTimeout: 0 },
     });
-    return upgraded.response;
+    // A WebSocket message holds MQTT packets: one larger than the largest packet is refused
+    // (1009) while it arrives, where the listener runs the HTTP guard.
+    const largest = host.maxPacketSize === undefined ? LARGEST_PACKET : host.maxPacketSize + 5;
+    return limitMessages(upgraded.response, largest);
   };
 }

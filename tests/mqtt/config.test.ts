@@ -60,6 +60,40 @@ Deno.test("mqtt config: TLS and bridge file paths resolve against the config's d
     bridges: { up: { url: "mqtts://h:8883", ca: "ca.pem" } },
   });
   resolveMqttPaths(mqtt, "/etc/gw");
-  assertEquals(mqtt.listeners.s.tls, { cert: "/etc/gw/c.pem", key: "/abs/k.pem" });
+  assertEquals(mqtt.listeners.s.tls, {
+    cert: "/etc/gw/c.pem",
+    key: "/abs/k.pem",
+    handshakeTimeout: 10_000,
+  });
   assertEquals(mqtt.bridges.up.ca, "/etc/gw/ca.pem");
+});
+
+Deno.test("mqtt config: storage bounds and the local user have defaults; the local user's name is its own", () => {
+  const mqtt = MqttConfig.parse({});
+  assertEquals(mqtt.allowAnonymous, false);
+  assertEquals(mqtt.localUser, "local");
+  assertEquals(mqtt.maxSubscriptions, 100);
+  assertEquals(mqtt.sessions, {
+    maxSessions: 1000,
+    anonymous: false,
+    maxQueuedMessages: 1000,
+    maxQueuedBytes: 2 * 1024 * 1024,
+    maxRetained: 10_000,
+    maxRetainedMessageBytes: 256 * 1024,
+    maxRetainedBytes: 64 * 1024 * 1024,
+  });
+  assertEquals(MqttConfig.parse({ localUser: false }).localUser, false);
+  assertEquals(
+    MqttConfig.parse({ sessions: { maxRetainedBytes: "4MB", maxQueuedBytes: 1000 } }).sessions
+      .maxRetainedBytes,
+    4 * 1024 * 1024,
+  );
+  const hash = "pbkdf2-sha256$1000$c2FsdA==$aGFzaA==";
+  assertEquals(problems({ mqtt: { users: { local: { password: hash } } } }), [
+    'mqtt.users.local: "local" is the localUser, whose password is generated: rename this user or set localUser',
+  ]);
+  assertEquals(problems({ mqtt: { users: { local: { password: hash } }, localUser: "own" } }), []);
+  const bad = problems({ mqtt: { maxSubscriptions: 0, sessions: { maxRetainedBytes: "lots" } } });
+  assert(bad.some((p) => p.startsWith("mqtt.maxSubscriptions:")), bad.join("\n"));
+  assert(bad.some((p) => p.startsWith("mqtt.sessions.maxRetainedBytes:")), bad.join("\n"));
 });

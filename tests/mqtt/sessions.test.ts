@@ -46,7 +46,7 @@ Deno.test("sessions: queued QoS 1 messages and retained messages survive kill -9
   const port = freePort();
   const config = {
     storage: { dataDir },
-    mqtt: { listeners: { main: { port } }, allowAnonymous: true },
+    mqtt: { listeners: { main: { port } }, allowAnonymous: true, sessions: { anonymous: true } },
   };
   const p = ["-p", String(port)];
   const total = 200;
@@ -72,9 +72,9 @@ Deno.test("sessions: queued QoS 1 messages and retained messages survive kill -9
       await client.subscribeAsync("other/#", { qos: 1 });
       await client.endAsync();
     }
-    // QoS 1 messages for s1 while it is away. aedes acknowledges a QoS 1 publish before it
-    // stores it, and a QoS 2 publish (PUBREC) after: the last publish, QoS 2, is on disk
-    // before its PUBREC, and so is everything written before it.
+    // QoS 1 messages for s1 while it is away. The broker sends no PUBACK (and no PUBREC)
+    // before a message is on disk for every persistent session it reaches; the last
+    // publish, QoS 2, is a barrier all the same.
     const publisher = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
     for (let i = 0; i < total; i++) {
       await publisher.publishAsync(`sess/${i % 3}`, String(i), { qos: 1 });
@@ -157,7 +157,7 @@ Deno.test("sessions: a full offline queue drops its oldest messages; retained to
     mqtt: {
       listeners: { main: { port } },
       allowAnonymous: true,
-      sessions: { maxQueuedMessages: 5, maxRetained: 2 },
+      sessions: { anonymous: true, maxQueuedMessages: 5, maxRetained: 2 },
     },
   };
   const p = ["-p", String(port)];
@@ -216,7 +216,7 @@ Deno.test("sessions: drops at the bounds are counted", async () => {
     mqtt: {
       listeners: { main: { port } },
       allowAnonymous: true,
-      sessions: { maxQueuedMessages: 2, maxRetained: 1 },
+      sessions: { anonymous: true, maxQueuedMessages: 2, maxRetained: 1 },
     },
   });
   try {

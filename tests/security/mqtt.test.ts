@@ -226,7 +226,7 @@ Deno.test("mqtt security: an empty client id with clean session 0 gets CONNACK 2
 });
 
 Deno.test("mqtt security: an unacknowledged message is re-sent with DUP=1 after a reconnect", async () => {
-  const { gw, port } = await brokerGateway();
+  const { gw, port } = await brokerGateway({ sessions: { anonymous: true } });
   try {
     const url = `mqtt://127.0.0.1:${port}`;
     const options = { clientId: "dup-sub", clean: false, reconnectPeriod: 0 };

@@ -1,13 +1,15 @@
 /**
  * Items 21 and 22 of the hardening issue, through the real gateway process:
- * a TCP connection to an HTTPS listener that never sends a ClientHello is
- * closed after `handshakeTimeout` and counts against `maxPerIp` meanwhile;
+ * a TCP connection to an HTTPS listener (or to the broker's TLS listener)
+ * that never sends a ClientHello is closed after `handshakeTimeout` and
+ * counts against `maxPerIp` meanwhile;
  * a certificate reload serves the new certificate to new connections at
  * once, with 0 failed HTTPS requests across it while clients are parked
  * mid-handshake.
  */
 
 import { join } from "node:path";
+import mqtt from "mqtt";
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { freePort, startGateway } from "../helpers/gateway.ts";
 
@@ -98,6 +100,43 @@ Deno.test("a connection that never sends a ClientHello is closed after handshake
       "the third silent connection was over maxPerIp 2",
     );
     assertEquals(await probe(port, [pem.cert]), "secure hello", "a real client is served");
+  } finally {
+    for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("the broker's TLS listener closes silent connections after handshakeTimeout, at most maxPerIp at once", async () => {
+  const pem = await selfSigned();
+  const port = freePort();
+  await using _gw = await startGateway({
+    mqtt: {
+      listeners: {
+        secure: {
+          port,
+          maxPerIp: 2,
+          tls: { cert: "tls/cert.pem", key: "tls/key.pem", handshakeTimeout: 1000 },
+        },
+      },
+      allowAnonymous: true,
+    },
+  }, { files: { "tls/cert.pem": pem.cert, "tls/key.pem": pem.key } });
+  const silent = await Promise.all(
+    [0, 1].map(() => Deno.connect({ hostname: "127.0.0.1", port })),
+  );
+  try {
+    const third = await Deno.connect({ hostname: "127.0.0.1", port });
+    assert(await closedByPeer(third), "a third handshake from the address is refused");
+    third.close();
+    for (const conn of silent) {
+      assert(await closedByPeer(conn), "a silent TLS connection is closed");
+    }
+    const client = await mqtt.connectAsync(`mqtts://localhost:${port}`, {
+      ca: pem.cert,
+      reconnectPeriod: 0,
+      connectTimeout: CLOSED_WITHIN,
+    });
+    assert(client.connected, "a real client connects once the silent ones are gone");
+    await client.endAsync();
   } finally {
     for (const conn of silent) conn.close();
   }
