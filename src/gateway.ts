@@ -328,6 +328,11 @@ export class Gateway {
             trustedProxies: new TrustedProxies(config.security.trustedProxies),
           }),
         { bus: this.bus, connections: this.connections, upstreams: this.#upstreams },
+        (listener) =>
+          config.routes.some((route) =>
+            (route.target.websocket || route.target.mqtt) &&
+            (!route.listeners || route.listeners.includes(listener))
+          ),
       );
       if (config.admin.enabled) {
         const token = config.admin.token ?? await localAdminToken(config.storage.dataDir);

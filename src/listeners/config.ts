@@ -63,7 +63,7 @@ export const HttpListenerConfig = z.strictObject({
   guard: z.union([z.boolean(), HttpGuardConfig]).optional().describe(
     "accept connections in the gateway (limits and timeouts) and relay them to the HTTP server: " +
       "true, false, or the settings (which turn it on). Default: on, except for a plain-HTTP " +
-      "listener on a loopback address; always on with tls",
+      "listener on a loopback address with no WebSocket routes; always on with tls",
   ),
 }).refine((l) => l.guard !== false || l.tls === undefined, {
   message: "an HTTPS listener runs the guard (it terminates TLS): remove guard: false or tls",
@@ -74,20 +74,27 @@ const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|\[::1\]|localhost)$/;
 
 /**
  * The guard settings of an HTTP listener, or undefined when it runs without
- * one: as configured, else a guard with the default settings for HTTPS and
- * for addresses other than loopback ones.
+ * one: as configured, else a guard with the default settings for HTTPS, for
+ * addresses other than loopback ones, and for a listener with routes that
+ * upgrade to WebSocket (`upgrades`): only the guard can hold a fragmented
+ * message to its limit while it arrives, and a local reverse proxy passes
+ * fragments through.
  *
  * @example
  * ```ts
  * import { guardOf, HttpListenerConfig } from "./config.ts";
- * guardOf(HttpListenerConfig.parse({ type: "http", port: 8080 })); // undefined: 127.0.0.1
- * guardOf(HttpListenerConfig.parse({ type: "http", host: "0.0.0.0", port: 8080 }))?.maxPerIp; // 256
+ * guardOf(HttpListenerConfig.parse({ type: "http", port: 8080 }), false); // undefined: 127.0.0.1
+ * guardOf(HttpListenerConfig.parse({ type: "http", port: 8080 }), true)?.maxPerIp; // 256
+ * guardOf(HttpListenerConfig.parse({ type: "http", host: "0.0.0.0", port: 8080 }), false)?.maxPerIp; // 256
  * ```
  */
-export function guardOf(listener: HttpListenerConfig): HttpGuardConfig | undefined {
+export function guardOf(
+  listener: HttpListenerConfig,
+  upgrades: boolean,
+): HttpGuardConfig | undefined {
   const { guard } = listener;
   if (typeof guard === "object") return guard;
-  const on = guard ?? (listener.tls !== undefined || !LOOPBACK.test(listener.host));
+  const on = guard ?? (listener.tls !== undefined || upgrades || !LOOPBACK.test(listener.host));
   return on ? HttpGuardConfig.parse({}) : undefined;
 }
 

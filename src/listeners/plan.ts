@@ -69,7 +69,8 @@ async function readTls(name: string, files: { cert: string; key: string }) {
 
 /**
  * The listeners of the `listeners` section, by name. HTTP listeners (and
- * Unix sockets speaking HTTP) serve `handlerFor(name)`; the others publish
+ * Unix sockets speaking HTTP) serve `handlerFor(name)`, guarded as
+ * {@link guardOf} says (`upgradesOn(name)`: a route on it upgrades to WebSocket); the others publish
  * to the bus through `services`. TLS files are read and checked here; a
  * renewed certificate is handed to the running listener at commit (new
  * connections get it at once, open ones keep theirs).
@@ -86,6 +87,7 @@ async function readTls(name: string, files: { cert: string; key: string }) {
  *   ListenersConfig.parse({ web: { type: "http", port: 0 } }),
  *   () => () => new Response("hello"),
  *   { bus, connections: new ConnectionManager(bus, new MetricsRegistry()), upstreams: new Map() },
+ *   () => false, // no route on "web" upgrades to WebSocket
  * );
  * plan.get("web")?.address; // "tcp:127.0.0.1:0"
  * ```
@@ -94,6 +96,7 @@ export async function planListeners(
   listeners: ListenersConfig,
   handlerFor: (listener: string) => ServeHandler,
   services: TcpListenerServices & UdpListenerDeps,
+  upgradesOn: (listener: string) => boolean,
 ): Promise<Map<string, PlannedListener>> {
   const plan = new Map<string, PlannedListener>();
   for (const [name, listener] of Object.entries(listeners)) {
@@ -101,13 +104,13 @@ export async function planListeners(
     const address = listenerAddress(listener);
     if (listener.type === "http") {
       const tls = listener.tls && await readTls(name, listener.tls);
-      const guard = guardOf(listener);
+      const guard = guardOf(listener, upgradesOn(name));
       plan.set(
         name,
         planHttpListener(
           `listener "${name}"`,
           // A new certificate (or its files' paths) is taken by the running listener.
-          `${name}\n${JSON.stringify({ ...listener, tls: tls !== undefined })}`,
+          `${name}\n${JSON.stringify({ ...listener, tls: tls !== undefined, guard })}`,
           {
             ...listener,
             tls,

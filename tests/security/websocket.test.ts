@@ -4,7 +4,9 @@
  * every fragment until the last one (and has no size option), so the HTTP
  * guard follows the frame headers: past the limit it sends close 1009 and
  * closes, in bus and proxy mode and on the `mqtt` route, and the gateway's
- * memory stays where it was however long the client goes on.
+ * memory stays where it was however long the client goes on. A loopback
+ * listener gets the guard by default when a route on it upgrades (a local
+ * reverse proxy passes fragments through).
  */
 
 import { assert, assertEquals } from "../helpers/assert.ts";
@@ -27,8 +29,8 @@ function echoUpstream(): Deno.HttpServer<Deno.NetAddr> {
 
 async function startWebSocketGateway(upstreamPort: number): Promise<GatewayProcess> {
   return await startGateway({
-    // The guard is off by default on loopback; it is what follows the frames.
-    listeners: { web: { type: "http", port: 0, guard: true } },
+    // On loopback, and no `guard` given: the WebSocket routes turn it on.
+    listeners: { web: { type: "http", port: 0 } },
     upstreams: { echo: { targets: [`http://127.0.0.1:${upstreamPort}`] } },
     routes: [
       { name: "bus", match: { path: "/bus" }, target: { websocket: { topic: "ws/bus" } } },
