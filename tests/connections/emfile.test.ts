@@ -11,12 +11,6 @@ const SERVER = new URL("./emfile_server.ts", import.meta.url).pathname;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-const hasPrlimit = await new Deno.Command("prlimit", { args: ["--version"], stdout: "null" })
-  .output().then((output) => output.success, () => false);
-if (!hasPrlimit) {
-  console.warn("emfile.test.ts: skipped, `prlimit` (util-linux) is not installed");
-}
-
 /** Rejects with `what` when `promise` takes longer than `ms`. */
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -127,7 +121,6 @@ async function waitForOpen(client: LineClient, open: number): Promise<void> {
 
 Deno.test({
   name: "TCP over the descriptor budget: refused cleanly, existing served, new ones after",
-  ignore: !hasPrlimit,
   async fn() {
     const server = await startServer();
     assertEquals([server.limit, server.budget], [DESCRIPTOR_LIMIT, 64]);
@@ -162,7 +155,6 @@ Deno.test({
 
 Deno.test({
   name: "Deno.serve hitting EMFILE does not end the process; TCP keeps serving and recovers",
-  ignore: !hasPrlimit,
   async fn() {
     const server = await startServer();
     const existing = await LineClient.connect(server.tcpPort);

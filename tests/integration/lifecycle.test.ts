@@ -5,8 +5,8 @@
  */
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../helpers/assert.ts";
-import { join } from "node:path";
 import { ADMIN_TOKEN, freePort, gatewayArgv, startGateway } from "../helpers/gateway.ts";
+import { selfSignedCertificate } from "../helpers/tls.ts";
 
 function respondConfig(port: number, body: string, extra: Record<string, unknown> = {}) {
   return {
@@ -182,54 +182,22 @@ Deno.test("admin API: token required, wrong token refused, probes open, config r
 });
 
 Deno.test("TLS listener serves HTTPS with the configured certificate", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const made = await new Deno.Command("openssl", {
-      args: [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        join(dir, "key.pem"),
-        "-out",
-        join(dir, "cert.pem"),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert(made.success, new TextDecoder().decode(made.stderr));
-    const cert = await Deno.readTextFile(join(dir, "cert.pem"));
-    const key = await Deno.readTextFile(join(dir, "key.pem"));
-    await using gw = await startGateway({
-      listeners: {
-        secure: {
-          type: "http",
-          host: "127.0.0.1",
-          port: 0,
-          tls: { cert: "tls/cert.pem", key: "tls/key.pem" },
-        },
+  const { cert, key } = await selfSignedCertificate();
+  await using gw = await startGateway({
+    listeners: {
+      secure: {
+        type: "http",
+        host: "127.0.0.1",
+        port: 0,
+        tls: { cert: "tls/cert.pem", key: "tls/key.pem" },
       },
-      routes: [{ target: { respond: { body: "secure hello" } } }],
-    }, { files: { "tls/cert.pem": cert, "tls/key.pem": key } });
-    const port = await gw.port("secure");
-    using client = Deno.createHttpClient({ caCerts: [cert] });
-    const res = await fetch(`https://localhost:${port}/`, { client });
-    assertEquals(await res.text(), "secure hello");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    },
+    routes: [{ target: { respond: { body: "secure hello" } } }],
+  }, { files: { "tls/cert.pem": cert, "tls/key.pem": key } });
+  const port = await gw.port("secure");
+  using client = Deno.createHttpClient({ caCerts: [cert] });
+  const res = await fetch(`https://localhost:${port}/`, { client });
+  assertEquals(await res.text(), "secure hello");
 });
 
 Deno.test("SIGTERM: stops accepting, lets a slow in-flight request finish, exits 0", async () => {

@@ -8,6 +8,7 @@
 import mqtt from "mqtt";
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { freePort, type GatewayProcess, startGateway } from "../helpers/gateway.ts";
+import { selfSignedCertificate } from "../helpers/tls.ts";
 import { hashPassword } from "../../src/mqtt/auth.ts";
 import { mosquitto, subscriber } from "./clients.ts";
 import { until } from "../helpers/wait.ts";
@@ -337,45 +338,29 @@ Deno.test("broker: a reload changes users and rebinds a changed port without dro
 });
 
 Deno.test("broker: a TLS listener with certificate files relative to the config file", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "mqtt-tls-" });
+  const { cert, key } = await selfSignedCertificate();
+  const port = freePort();
+  const gw = await startGateway({
+    mqtt: {
+      listeners: { secure: { port, tls: { cert: "tls/cert.pem", key: "tls/key.pem" } } },
+      allowAnonymous: true,
+    },
+  }, {
+    files: { "tls/cert.pem": cert, "tls/key.pem": key },
+  });
   try {
-    const made = await new Deno.Command("openssl", {
-      args: [
-        ..."req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2".split(" "),
-        ...["-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`, "-subj", "/CN=localhost"],
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert(made.success, decoder.decode(made.stderr));
-    const port = freePort();
-    const gw = await startGateway({
-      mqtt: {
-        listeners: { secure: { port, tls: { cert: "tls/cert.pem", key: "tls/key.pem" } } },
-        allowAnonymous: true,
-      },
-    }, {
-      files: {
-        "tls/cert.pem": await Deno.readTextFile(`${dir}/cert.pem`),
-        "tls/key.pem": await Deno.readTextFile(`${dir}/key.pem`),
-      },
-    });
-    try {
-      const options = { reconnectPeriod: 0, rejectUnauthorized: false };
-      const sub = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, options);
-      const seen = collect(sub);
-      await sub.subscribeAsync("secure/#", { qos: 1 });
-      const pub = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, options);
-      await pub.publishAsync("secure/a", "over tls", { qos: 1 });
-      await until("the message over TLS", () => seen.includes("secure/a over tls") || undefined);
-      const plain = await mosquitto("mosquitto_pub", ["-p", String(port), "-t", "x", "-m", "y"]);
-      assert(plain.code !== 0, "plain MQTT on the TLS port fails");
-      sub.end(true);
-      pub.end(true);
-    } finally {
-      await gw.stop();
-    }
+    const options = { reconnectPeriod: 0, rejectUnauthorized: false };
+    const sub = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, options);
+    const seen = collect(sub);
+    await sub.subscribeAsync("secure/#", { qos: 1 });
+    const pub = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, options);
+    await pub.publishAsync("secure/a", "over tls", { qos: 1 });
+    await until("the message over TLS", () => seen.includes("secure/a over tls") || undefined);
+    const plain = await mosquitto("mosquitto_pub", ["-p", String(port), "-t", "x", "-m", "y"]);
+    assert(plain.code !== 0, "plain MQTT on the TLS port fails");
+    sub.end(true);
+    pub.end(true);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    await gw.stop();
   }
 });

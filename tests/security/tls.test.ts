@@ -12,33 +12,10 @@ import { join } from "node:path";
 import mqtt from "mqtt";
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { freePort, startGateway } from "../helpers/gateway.ts";
+import { selfSignedCertificate } from "../helpers/tls.ts";
 
 /** Generous: the deadline under test is 1 s; this only bounds a broken run. */
 const CLOSED_WITHIN = 15_000;
-
-/** A self-signed certificate for localhost and 127.0.0.1, made by openssl. */
-async function selfSigned(): Promise<{ cert: string; key: string }> {
-  const dir = await Deno.makeTempDir();
-  try {
-    const made = await new Deno.Command("openssl", {
-      args: [
-        ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"],
-        ...["-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"), "-days", "2"],
-        ...["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        ...["-addext", "basicConstraints=critical,CA:FALSE"],
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert(made.success, new TextDecoder().decode(made.stderr));
-    return {
-      cert: await Deno.readTextFile(join(dir, "cert.pem")),
-      key: await Deno.readTextFile(join(dir, "key.pem")),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /** Whether the peer closes `conn` within {@link CLOSED_WITHIN}. */
 async function closedByPeer(conn: Deno.Conn): Promise<boolean> {
@@ -72,7 +49,7 @@ async function probe(port: number, caCerts: string[]): Promise<string> {
 }
 
 Deno.test("a connection that never sends a ClientHello is closed after handshakeTimeout and counts per IP", async () => {
-  const pem = await selfSigned();
+  const pem = await selfSignedCertificate();
   await using gw = await startGateway({
     listeners: {
       secure: {
@@ -106,7 +83,7 @@ Deno.test("a connection that never sends a ClientHello is closed after handshake
 });
 
 Deno.test("the broker's TLS listener closes silent connections after handshakeTimeout, at most maxPerIp at once", async () => {
-  const pem = await selfSigned();
+  const pem = await selfSignedCertificate();
   const port = freePort();
   await using _gw = await startGateway({
     mqtt: {
@@ -143,7 +120,7 @@ Deno.test("the broker's TLS listener closes silent connections after handshakeTi
 });
 
 Deno.test("a certificate reload: new connections get the new certificate at once, 0 failed requests", async () => {
-  const [first, second] = [await selfSigned(), await selfSigned()];
+  const [first, second] = [await selfSignedCertificate(), await selfSignedCertificate()];
   // A fixed port, as in production: a port-0 listener would be bound anew beside the old one.
   const port = freePort();
   const config = {
