@@ -25,7 +25,7 @@ import { ModelRegistry } from "./models/registry.ts";
 import type { Change, GatewayModule, PrepareContext } from "./module.ts";
 import { MqttModule } from "./mqtt/module.ts";
 import { HttpMetrics } from "./observability/http_metrics.ts";
-import { configureLogging } from "./observability/log.ts";
+import { configureLogging, logsAsJson } from "./observability/log.ts";
 import { MetricsRegistry } from "./observability/metrics.ts";
 import { RateLimitPool } from "./pipeline/rate_limit.ts";
 import { BodyBudget } from "./pipeline/body_budget.ts";
@@ -323,7 +323,9 @@ export class Gateway {
             listener,
             routes,
             metrics: this.#httpMetrics,
-            accessLog: config.log.access,
+            accessLog: config.log.access === "auto"
+              ? logsAsJson(config.log.format)
+              : config.log.access,
             redactQuery: config.log.redactQuery,
             trustedProxies: new TrustedProxies(config.security.trustedProxies),
           }),

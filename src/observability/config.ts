@@ -14,7 +14,10 @@ export const LogConfig = z.strictObject({
   format: z.enum(["auto", "json", "text"]).default("auto").describe(
     "auto: readable text on a terminal, JSON lines otherwise",
   ),
-  access: z.boolean().default(true).describe("one log line per request"),
+  access: z.union([z.boolean(), z.literal("auto")]).default("auto").describe(
+    "one log line per request; auto: on for JSON logs, off for text on a terminal " +
+      "(a route's accessLog: false turns it off there)",
+  ),
   redactQuery: z.array(z.string().min(1)).default([...DEFAULT_REDACT_QUERY]).describe(
     "query parameters whose values the access log shows as [redacted] (names compared without case)",
   ),

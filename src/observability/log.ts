@@ -30,8 +30,7 @@ export async function configureLogging(
   // The old sink holds stderr's writer lock until it is disposed of.
   if (applied !== undefined) await dispose();
   applied = key;
-  const json = config.format === "json" ||
-    (config.format === "auto" && !Deno.stderr.isTerminal());
+  const json = logsAsJson(config.format);
   const color = Deno.stderr.isTerminal() && !Deno.noColor;
   const formatter = json ? jsonFormatter : textFormatter(color);
   await configure({
@@ -48,6 +47,20 @@ export async function configureLogging(
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
+}
+
+/**
+ * Whether `format` writes JSON lines: `json`, or `auto` when stderr is not a
+ * terminal.
+ *
+ * @example
+ * ```ts
+ * import { logsAsJson } from "./log.ts";
+ * logsAsJson("text"); // false
+ * ```
+ */
+export function logsAsJson(format: LogConfig["format"]): boolean {
+  return format === "json" || (format === "auto" && !Deno.stderr.isTerminal());
 }
 
 /**

@@ -16,6 +16,8 @@ export interface RouteInfo {
   name: string;
   /** The listener the request came in on. */
   listener: string;
+  /** Whether its requests get an access-log line (the route's `accessLog`). */
+  accessLog: boolean;
 }
 
 /**

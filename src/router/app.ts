@@ -124,12 +124,12 @@ export function buildListenerApp(options: ListenerAppOptions): ServeHandler {
   const { listener, metrics, accessLog, redactQuery = DEFAULT_REDACT_QUERY, trustedProxies } =
     options;
   const app = new Hono<GatewayEnv>();
-  const unmatched: RouteInfo = { name: "-", listener };
+  const unmatched: RouteInfo = { name: "-", listener, accessLog: true };
   const inFlight = metrics.inFlight(listener);
 
   for (const route of sortRoutes(options.routes)) {
     if (route.listeners && !route.listeners.includes(listener)) continue;
-    const info: RouteInfo = { name: route.name, listener };
+    const info: RouteInfo = { name: route.name, listener, accessLog: route.accessLog };
     const handler: Handler<GatewayEnv> = (c, next) => {
       if (!route.accepts(c)) return next();
       c.env.route = info;
@@ -151,7 +151,7 @@ export function buildListenerApp(options: ListenerAppOptions): ServeHandler {
     inFlight.dec();
     const seconds = (performance.now() - started) / 1000;
     metrics.record(listener, state.route.name, response.status, seconds);
-    if (accessLog) {
+    if (accessLog && state.route.accessLog) {
       const request = state.request;
       accessLogger.info(
         "{method} {url} {status} {durationMs}ms route={route} upstream={upstream}",

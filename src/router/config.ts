@@ -52,6 +52,9 @@ export const RouteConfig = z.strictObject({
   rateLimit: RateLimitConfig.optional(),
   limits: LimitsConfig.optional(),
   cors: CorsConfig.optional(),
+  accessLog: z.boolean().default(true).describe(
+    "false: no access-log line for this route's requests (health checks, polling)",
+  ),
 });
 
 /** The `routes` section. */

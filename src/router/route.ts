@@ -23,6 +23,8 @@ export interface CompiledRoute {
   handle: Target;
   /** Sort key: higher first, compared element by element. */
   order: readonly number[];
+  /** Whether its requests get an access-log line. */
+  accessLog: boolean;
 }
 
 function hostCondition(pattern: string): (host: string) => boolean {

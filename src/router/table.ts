@@ -180,6 +180,7 @@ export function buildRouteTable(
       accepts: compileConditions(route.match),
       handle: chain(stages, createTarget(route, name, deps)),
       order: routeOrder(route.priority, route.match),
+      accessLog: route.accessLog,
     };
   });
 }

@@ -70,7 +70,7 @@ Deno.test("an empty object gets every default, dataDir made absolute", async () 
     assertEquals(config.log, {
       level: "info",
       format: "auto",
-      access: true,
+      access: "auto",
       redactQuery: [...DEFAULT_REDACT_QUERY],
     });
     assertEquals(config.security, {

@@ -20,7 +20,7 @@ async function accepted(
   const app = new Hono<GatewayEnv>();
   app.all("*", (c) => c.text(String(accepts(c))));
   const state: RequestState = {
-    route: { name: "-", listener: "test" },
+    route: { name: "-", listener: "test", accessLog: true },
     requestId: "test-request",
     clientIp: "127.0.0.1",
     peerAddress: "127.0.0.1",
