@@ -7,8 +7,19 @@
  * Each plugin runs in its own sandboxed Worker with only the permissions it
  * asks for in `permissions` AND the config grants in `plugins.grants.<name>`.
  * Every hook and function call has a deadline; a hook that throws fails only
- * that request (500), one that runs past its deadline answers 504, and a
- * plugin that keeps failing or stops answering is restarted.
+ * that request (500) and is counted, one that runs past its deadline answers
+ * 504, and only a plugin whose Worker crashes or stops answering is restarted:
+ * throwing never costs a plugin its in-memory state.
+ *
+ * On the bus, a plugin may use every topic except the reserved ones: it
+ * cannot subscribe to `fn/...` (function calls: it serves its own through
+ * `functions`, the gateway does that for it), to reply topics
+ * (`conn/<id>/send`, `device/<id>/send`: it may publish there) or to `$`
+ * topics, nor publish on `$` topics or another owner's `fn/<owner>/...`; a
+ * wildcard subscription (`#`) never receives those. `plugins.grants.<name>.bus`
+ * (`{ publish: [...], subscribe: [...] }`, MQTT filters) narrows it further.
+ * `ctx.subscribe` and `ctx.publish` throw `Deno.errors.NotCapable` (and
+ * `ctx.request` rejects with it) when a topic is out of reach.
  *
  * @example
  * ```ts
@@ -144,14 +155,99 @@ export interface PluginLogger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
-/** The plugin's own key-value store (no other plugin sees it); values are JSON. */
+/**
+ * A key's value and its versionstamp: an id that changes with every write of
+ * the key, `null` while the key does not exist.
+ */
+export interface PluginStoreEntry<T = unknown> {
+  value: T | undefined;
+  versionstamp: string | null;
+}
+
+/**
+ * Writes that commit together, and only if every key checked still has the
+ * versionstamp the plugin read: a check-and-set. Build it with
+ * {@link PluginStore.atomic}; nothing is written before `commit`.
+ */
+export interface PluginStoreAtomic {
+  /** Commit only if `key` still has `versionstamp` (`null`: only if it still does not exist). */
+  check(key: string, versionstamp: string | null): PluginStoreAtomic;
+  /** `ttl` in milliseconds. */
+  set(key: string, value: unknown, options?: { ttl?: number }): PluginStoreAtomic;
+  delete(key: string): PluginStoreAtomic;
+  /**
+   * Writes everything, or nothing when a check failed (`ok: false`: another
+   * handler wrote a checked key since it was read; read it again and retry).
+   */
+  commit(): Promise<{ ok: true; versionstamp: string } | { ok: false }>;
+}
+
+/**
+ * The plugin's own key-value store (no other plugin sees it), kept in Deno KV
+ * under the data directory; a value is anything structured-cloneable up to
+ * 64 KiB.
+ *
+ * `get` then `set` is not safe when handlers run concurrently: an `onMessage`
+ * handler, a hook or a function runs for each message or request at once, so
+ * two of them can both read 5 and both write 6, and one update is lost (500
+ * concurrent handlers doing that raised a counter by 1). Use `increment` for
+ * numbers, and `getEntry` with `atomic().check(...)` for any other
+ * read-modify-write.
+ *
+ * @example A counter that counts every message, however many arrive at once
+ * ```ts
+ * import type { Plugin } from "../sdk/plugin.ts";
+ *
+ * export default {
+ *   name: "visits",
+ *   onMessage: {
+ *     "visits/+": async (message, ctx) => {
+ *       await ctx.store.increment(message.topic); // not get + set: that loses updates
+ *     },
+ *   },
+ *   functions: {
+ *     count: async (args: { page: string }, ctx) => (await ctx.store.get(`visits/${args.page}`)) ?? 0,
+ *     pages: async (_args, ctx) => (await ctx.store.list("visits/")).map((entry) => entry.key),
+ *   },
+ * } satisfies Plugin;
+ * ```
+ *
+ * @example A check-and-set: add a name to a list without losing another handler's
+ * ```ts
+ * import type { PluginStore } from "../sdk/plugin.ts";
+ *
+ * async function addMember(store: PluginStore, name: string): Promise<void> {
+ *   for (;;) {
+ *     const entry = await store.getEntry<string[]>("members");
+ *     const members = [...(entry.value ?? []), name];
+ *     const result = await store.atomic().check("members", entry.versionstamp)
+ *       .set("members", members).commit();
+ *     if (result.ok) return; // else someone wrote "members" since we read it: read again
+ *   }
+ * }
+ * ```
+ */
 export interface PluginStore {
   get<T = unknown>(key: string): Promise<T | undefined>;
+  /** The value with its versionstamp, for {@link PluginStoreAtomic.check}. */
+  getEntry<T = unknown>(key: string): Promise<PluginStoreEntry<T>>;
   /** `ttl` in milliseconds. */
   set(key: string, value: unknown, options?: { ttl?: number }): Promise<void>;
   delete(key: string): Promise<void>;
-  /** Keys and values whose key starts with `prefix`, in key order. */
-  list<T = unknown>(prefix?: string, limit?: number): Promise<{ key: string; value: T }[]>;
+  /** Keys, values and versionstamps whose key starts with `prefix`, in key order (at most `limit`, default 1000). */
+  list<T = unknown>(
+    prefix?: string,
+    limit?: number,
+  ): Promise<{ key: string; value: T; versionstamp: string }[]>;
+  /**
+   * Adds `by` (default 1, may be negative) to the number at `key` (a missing
+   * key counts as 0) in one step, and resolves with the new value: concurrent
+   * increments are never lost. Rejects when `key` holds something other than
+   * a number.
+   */
+  increment(key: string, by?: number): Promise<number>;
+  /** Starts a check-and-set: see {@link PluginStoreAtomic}. */
+  atomic(): PluginStoreAtomic;
 }
 
 /** Metrics the plugin defines; they appear in `/metrics` as `gateway_plugin_<metric>{plugin=...}`. */
@@ -173,13 +269,21 @@ export interface PluginContext<Config = Record<string, unknown>> {
   /** The plugin's name and version. */
   plugin: { name: string; version: string };
   log: PluginLogger;
-  /** Publishes on the bus. An object payload is sent as JSON. */
+  /**
+   * Publishes on the bus. An object payload is sent as JSON. Throws
+   * `NotCapable` on `$` topics, another owner's `fn/...`, or a topic outside
+   * the plugin's `bus` grant.
+   */
   publish(
     topic: string,
     payload: string | Uint8Array | object,
     meta?: Record<string, string>,
   ): void;
-  /** Subscribes to a topic filter (MQTT wildcards); returns the unsubscribe function. */
+  /**
+   * Subscribes to a topic filter (MQTT wildcards); returns the unsubscribe
+   * function. Throws `NotCapable` on a filter within `fn/`, a reply topic or
+   * `$`, or outside the plugin's `bus` grant; a wider one never receives those.
+   */
   subscribe(filter: string, handler: (message: PluginMessage) => void | Promise<void>): () => void;
   /** Sends a request on the bus and resolves with the first reply's payload. */
   request(
@@ -227,7 +331,7 @@ export interface Plugin<Config = Record<string, unknown>> {
     res: PluginResponseView,
     ctx: PluginContext<Config>,
   ): void | ResponseChanges | Promise<void | ResponseChanges>;
-  /** Topic filter to handler, subscribed while the plugin is loaded. */
+  /** Topic filter to handler, subscribed while the plugin is loaded (as `ctx.subscribe`). */
   onMessage?: Record<
     string,
     (message: PluginMessage, ctx: PluginContext<Config>) => void | Promise<void>

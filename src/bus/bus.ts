@@ -10,6 +10,10 @@
  * subscriber delays nobody but itself. A full queue drops by its overflow
  * policy and counts the drop in `gateway_bus_dropped_total{owner}`.
  *
+ * The gateway's own code uses the bus directly; a plugin, a worker or an
+ * MQTT client reaches it only through {@link Bus.scoped}, which keeps it out
+ * of the reserved namespaces (`fn/`, reply topics, `$`) and within its grant.
+ *
  * @module
  */
 
@@ -18,6 +22,8 @@ import { type CounterValue, type GaugeValue, MetricsRegistry } from "../observab
 import { GatewayError } from "../errors.ts";
 import { type BusMessage, type MessageSource, withValue } from "./message.ts";
 import { filterError, topicError, TopicTrie } from "./topic.ts";
+import type { BusIdentity } from "./access.ts";
+import { BusScope } from "./scope.ts";
 
 const logger = getLogger(["gateway", "bus"]);
 
@@ -32,6 +38,8 @@ export interface SubscribeOptions {
   queueSize?: number;
   /** What a full queue discards (default `"drop-oldest"`). */
   overflow?: OverflowPolicy;
+  /** Topics never delivered to it although its filter matches them (a scope's reserved ones). */
+  hides?: (topic: string) => boolean;
 }
 
 /** A handler registered on a filter, until {@link Subscription.unsubscribe}. */
@@ -155,6 +163,7 @@ class Subscriber {
     queueSize: number,
     readonly overflow: OverflowPolicy,
     readonly metrics: SubscriberMetrics,
+    readonly hides: ((topic: string) => boolean) | undefined,
   ) {
     this.#queue = new MessageQueue(queueSize);
   }
@@ -265,7 +274,9 @@ export class Bus {
     const matches = this.#trie.match(message.topic, this.#matches);
     let queued = 0;
     for (let i = 0; i < matches.length; i++) {
-      if (matches[i].enqueue(message)) queued++;
+      const match = matches[i];
+      if (match.hides !== undefined && match.hides(message.topic)) continue;
+      if (match.enqueue(message)) queued++;
     }
     matches.length = 0;
     return queued;
@@ -295,6 +306,7 @@ export class Bus {
       queueSize,
       options.overflow ?? "drop-oldest",
       this.#subscriberMetrics,
+      options.hides,
     );
     this.#trie.add(filter, subscriber);
     let owned = this.#owners.get(options.owner);
@@ -346,6 +358,14 @@ export class Bus {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * The bus as `identity` may use it: a {@link BusScope} whose subscribe,
+   * publish and request throw `NotCapable` outside what it may reach.
+   */
+  scoped(identity: BusIdentity): BusScope {
+    return new BusScope(this, identity);
   }
 
   /** Removes every subscription of `owner` and returns how many there were. */

@@ -10,6 +10,12 @@
  * meta `deadline` (epoch ms), so a function that calls another passes on what
  * is left of its own time, never more.
  *
+ * Only the gateway serves `fn/<owner>/*`, on behalf of that owner: plugins,
+ * workers and MQTT clients reach the bus through a scope (`Bus.scoped`) that
+ * lets them call any function but neither subscribe to `fn/` nor publish on
+ * another owner's functions. A reply is a function the bus hands the
+ * callee, never a topic, so nobody else can read or give it.
+ *
  * @module
  */
 

@@ -9,7 +9,12 @@
  * - Messages a bridge brings in from upstream go to the broker's subscribers
  *   and onto the bus (as `mqtt` from listener `bridge:<name>`), never back out.
  *
- * Topics the bus does not accept (`$SYS/...`) stay inside the broker.
+ * Topics the bus does not accept (`$SYS/...`) stay inside the broker. MQTT
+ * reaches the bus through a scope ({@link Bus.scoped}): publishes on `fn/`
+ * and `$` topics are not put on the bus, a `busToBroker` filter inside `fn/`
+ * is refused, and a wider one (`#`) never carries function calls. Reply
+ * topics (`device/<id>/send`) do reach the broker: its clients receive their
+ * pushes that way.
  *
  * @module
  */
@@ -17,6 +22,7 @@
 import { getLogger } from "@logtape/logtape";
 import { eventWarnings } from "../observability/rate_limited_log.ts";
 import type { Bus, Subscription } from "../bus/bus.ts";
+import type { BusScope } from "../bus/scope.ts";
 import type { BusMessage } from "../bus/message.ts";
 import { topicError } from "../bus/topic.ts";
 import type { MqttBroker } from "./broker.ts";
@@ -40,11 +46,13 @@ const OWNER = "mqtt";
 export class BusBridge {
   #subscriptions: Subscription[] = [];
   #filters: readonly string[] = [];
+  readonly #bus: BusScope;
 
   constructor(readonly bus: Bus, readonly broker: MqttBroker) {
+    this.#bus = bus.scoped({ owner: OWNER, carriesReplies: true });
     broker.aedes.on("publish", (packet, client) => {
       if (!client || topicError(packet.topic)) return;
-      bus.publish({
+      this.#toBus({
         topic: packet.topic,
         payload: packet.payload as Uint8Array,
         source: broker.sourceOf(client),
@@ -58,12 +66,16 @@ export class BusBridge {
     if (filters.join("\n") === this.#filters.join("\n")) return;
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
     this.#filters = filters;
-    this.#subscriptions = filters.map((filter) =>
-      this.bus.subscribe(filter, (message) => this.#toBroker(message), {
-        owner: OWNER,
-        queueSize: 10_000,
-      })
-    );
+    this.#subscriptions = filters.flatMap((filter) => {
+      try {
+        return [this.#bus.subscribe(filter, (message) => this.#toBroker(message), {
+          queueSize: 10_000,
+        })];
+      } catch (error) {
+        logger.error("mqtt.busToBroker: {error}", { error: (error as Error).message });
+        return [];
+      }
+    });
   }
 
   /** A message from an upstream broker: to local subscribers and the bus. */
@@ -76,12 +88,26 @@ export class BusBridge {
       });
     });
     if (topicError(message.topic)) return;
-    this.bus.publish({
+    this.#toBus({
       topic: message.topic,
       payload: message.payload,
       source: { listener: `bridge:${bridge}`, protocol: "mqtt" },
       meta: { qos: String(message.qos), retain: String(message.retain) },
     });
+  }
+
+  /** Puts an MQTT message on the bus, unless it is on a topic MQTT may not publish on. */
+  #toBus(message: BusMessage): void {
+    try {
+      this.#bus.publish(message);
+    } catch (error) {
+      eventWarnings.warn(
+        logger,
+        "mqtt/bus-refused",
+        "MQTT message on {topic} not put on the bus: {error}",
+        { topic: message.topic, error: (error as Error).message },
+      );
+    }
   }
 
   /** Removes the bus subscriptions. */

@@ -10,6 +10,7 @@ import { z } from "zod";
 import type { Definition } from "../config/references.ts";
 import type { ConfigSection } from "../config/section.ts";
 import { Duration } from "../config/units.ts";
+import { filterError } from "../bus/topic.ts";
 import { probePlugins } from "./probe.ts";
 
 /** A plugin name: the file or directory name under the plugins directory. */
@@ -19,6 +20,12 @@ export const PluginName = z.string().regex(
 );
 
 const Grant = z.union([z.boolean(), z.array(z.string().min(1))]);
+const Filters = z.array(
+  z.string().superRefine((filter, context) => {
+    const problem = filterError(filter);
+    if (problem) context.addIssue({ code: "custom", message: problem });
+  }),
+);
 
 /** What the config allows one plugin at most; the plugin gets the part of this it asks for. */
 export const PluginGrantConfig = z.strictObject({
@@ -27,6 +34,12 @@ export const PluginGrantConfig = z.strictObject({
   write: Grant.optional().describe("paths relative to the plugins directory, or true"),
   env: Grant.optional().describe("variable names or true"),
   sys: Grant.optional().describe("Deno.* system API names or true"),
+  bus: z.strictObject({
+    publish: Filters.optional().describe("MQTT filters of the topics it may publish on"),
+    subscribe: Filters.optional().describe("MQTT filters its subscriptions must lie within"),
+  }).optional().describe(
+    "narrows its bus access; without it, every topic outside the reserved fn/, reply and $ ones",
+  ),
 });
 
 /** The `plugins` section. */
@@ -46,8 +59,9 @@ export const PluginsConfig = z.strictObject({
   drainTimeout: Duration.default(10_000).describe(
     "how long a replaced version may finish in-flight hooks",
   ),
-  restartAfter: z.number().int().positive().default(5).describe(
-    "consecutive failed hooks or calls after which the plugin's worker is restarted",
+  maxMetricSeries: z.number().int().positive().default(1000).describe(
+    "per plugin, the most metric series (name and label values) it may create; " +
+      "a new series beyond it is dropped and counted",
   ),
 });
 

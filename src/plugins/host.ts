@@ -5,8 +5,9 @@
  * them current: a saved file is loaded beside the running version and
  * swapped in once its `init` succeeded (the old one drains, then ends); a
  * broken save is reported with its file and line and the old version keeps
- * serving; a removed file unloads the plugin. A plugin that keeps failing, or
- * whose Worker crashes or stops answering, is restarted with capped
+ * serving; a removed file unloads the plugin. A hook or function that throws
+ * fails only its request or call (and is counted); a plugin whose Worker
+ * crashes or stops answering is restarted with capped
  * exponential backoff (a {@link Restarter}), and is `failed` after repeated
  * quick crashes. A plugin that cannot load or init (at start or later) does
  * not stop the gateway: it is tried again with the same backoff, its routes
@@ -15,11 +16,10 @@
  * @module
  */
 
-import { join } from "node:path";
 import { getLogger } from "@logtape/logtape";
-import { eventWarnings } from "../observability/rate_limited_log.ts";
 import type { Hono } from "hono";
 import type { Bus, Subscription } from "../bus/bus.ts";
+import type { BusScope } from "../bus/scope.ts";
 import type { MessageSource } from "../bus/message.ts";
 import { callFunction, FunctionCallError, serveFunction } from "../functions/call.ts";
 import type { Change, GatewayModule, PrepareContext } from "../module.ts";
@@ -33,8 +33,9 @@ import { type PartMetricValues, SupervisionMetrics } from "../supervision/metric
 import { Restarter } from "../supervision/restart.ts";
 import { CallStats, type PartProblem, type PartStatus } from "../supervision/stats.ts";
 import { PluginError, PluginSandbox, type SandboxServices } from "./sandbox.ts";
+import { PluginMetricWriter } from "./metric_writer.ts";
+import { PluginStores } from "./store.ts";
 import { watchDebounced } from "../util/watch.ts";
-import { openPrivateKv } from "../storage/private_kv.ts";
 
 const logger = getLogger(["gateway", "plugins"]);
 /** How long a call may take when nothing set a deadline (outside hooks: init, onMessage). */
@@ -56,7 +57,7 @@ const HOST_METRICS = new Set([
  * import { SupervisionMetrics } from "../supervision/metrics.ts";
  * const metrics = new SupervisionMetrics(new MetricsRegistry()).of("plugin", "stamp");
  * const slot = new PluginSlot("stamp", metrics, () => {});
- * slot.record(0.4);
+ * slot.stats.record(0.4);
  * slot.stats.durations.quantile(0.5); // 0.4
  * ```
  */
@@ -67,7 +68,6 @@ export class PluginSlot {
   key = "";
   /** The source last seen on disk (absent once the file is removed). */
   source?: PluginSource;
-  consecutiveFailures = 0;
   /** Set while a crashed version waits for its replacement; work waits for it rather than failing. */
   restarting?: PromiseWithResolvers<void>;
   functions?: Subscription;
@@ -88,12 +88,6 @@ export class PluginSlot {
   set lastError(problem: PartProblem | undefined) {
     this.stats.lastError = problem;
   }
-
-  /** Records the outcome of one hook or call: its duration, and its error when it failed. */
-  record(ms: number, error?: unknown): void {
-    this.stats.record(ms, error);
-    this.consecutiveFailures = error === undefined ? 0 : this.consecutiveFailures + 1;
-  }
 }
 
 function problemOf(error: unknown): PartProblem {
@@ -108,7 +102,8 @@ function problemOf(error: unknown): PartProblem {
 }
 
 function grantsAnything(grant: PluginGrantConfig | undefined): boolean {
-  return Object.values(grant ?? {}).some((value) => value === true || (value || []).length > 0);
+  const { bus: _bus, ...permissions } = grant ?? {};
+  return Object.values(permissions).some((value) => value === true || (value || []).length > 0);
 }
 
 /**
@@ -134,6 +129,8 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     PluginSandbox,
     Map<number, { filter: string; live?: Subscription }>
   >();
+  /** The bus as each sandbox may use it: out of `fn/`, reply and `$` topics, within its grant. */
+  readonly #buses = new WeakMap<PluginSandbox, BusScope>();
   /** Answers owed for bus requests delivered to a sandbox; only that sandbox may give them. */
   readonly #replies = new Map<
     number,
@@ -147,8 +144,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
   #config?: PluginsConfig;
   /** Function owners that are not plugins, from the serving config: workers and `model`. */
   #taken = new Set<string>(["model"]);
-  #dataDir = "";
-  #kv?: Promise<Deno.Kv>;
+  readonly #stores = new PluginStores();
   #stopWatching?: () => void;
   #queue: Promise<unknown> = Promise.resolve();
   #stopped = false;
@@ -165,6 +161,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
   readonly #supervision: SupervisionMetrics;
   readonly #failures;
   readonly #reloads;
+  readonly #metricWriter: PluginMetricWriter;
 
   constructor(readonly bus: Bus, readonly metrics: MetricsRegistry) {
     this.#supervision = new SupervisionMetrics(metrics);
@@ -179,6 +176,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       "Plugin versions loaded, by plugin and result (ok, failed).",
       ["plugin", "result"],
     );
+    this.#metricWriter = new PluginMetricWriter(metrics, HOST_METRICS);
   }
 
   /** The serving plugins section. */
@@ -194,8 +192,10 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
 
   async prepare(config: { plugins: PluginsConfig }, context: PrepareContext): Promise<Change> {
     const next = config.plugins;
-    // Before any init: a plugin's init may use its store.
-    this.#dataDir ||= context.dataDir;
+    // Before any init: a plugin's init may use its store and define metrics.
+    this.#stores.dataDir ||= context.dataDir;
+    const seriesLimit = this.#metricWriter.limit;
+    this.#metricWriter.limit = next.maxMetricSeries;
     const taken = new Set(["model", ...context.references.names("worker")]);
     const sources = await discoverPlugins(next.dir);
     const started = new Map<string, { sandbox: PluginSandbox; key: string }>();
@@ -276,6 +276,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
         if (watchChanged) this.#watch(next.dir);
       },
       abort: () => {
+        this.#metricWriter.limit = seriesLimit;
         for (const { sandbox } of started.values()) sandbox.terminate();
       },
     };
@@ -294,7 +295,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       this.#unload(slot, false);
       return active.stop(timeout);
     }));
-    if (this.#kv) (await this.#kv).close();
+    await this.#stores.close();
   }
 
   status(): unknown {
@@ -331,8 +332,8 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
 
   /**
    * Runs a hook or function on `slot`'s active version, counting and timing
-   * it, and restarting the plugin when it keeps failing or has stopped
-   * answering.
+   * it, and restarting the plugin when it ran past the deadline and no longer
+   * answers a ping. A throw fails only this hook or call.
    */
   async run<T>(
     slot: PluginSlot,
@@ -350,21 +351,21 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     const started = performance.now();
     try {
       const result = await invoke(sandbox);
-      slot.record(performance.now() - started);
+      slot.stats.record(performance.now() - started);
       return result;
     } catch (error) {
-      slot.record(performance.now() - started, error);
+      slot.stats.record(performance.now() - started, error);
       const reason = error instanceof PluginError ? error.kind : "threw";
       this.#failures.labels({ plugin: slot.name, kind, reason }).inc();
       slot.lastError = problemOf(error);
+      // A throw is the request's failure, not the plugin's: only a worker that stops answering
+      // is restarted here (crashes and missed heartbeats come through the sandbox's services).
       if (reason === "timeout") {
         void sandbox.ping(1000).then((alive) => {
           if (!alive && slot.active === sandbox) {
             this.#restart(slot, "its worker stopped answering");
           }
         });
-      } else if (slot.consecutiveFailures >= this.config.restartAfter && slot.active === sandbox) {
-        this.#restart(slot, `${slot.consecutiveFailures} failures in a row`);
       }
       throw error;
     }
@@ -434,17 +435,24 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     const grant = config.grants[source.name];
     const settings = config.settings[source.name];
     let plan = planPermissions(undefined, grant, config.dir, source.root);
+    const bus = this.bus.scoped({
+      owner: `plugin:${source.name}`,
+      name: source.name,
+      grant: grant?.bus,
+    });
     if (grantsAnything(grant)) {
       // Its request is in its source: read it in a sandbox with no permissions, then start it
       // with what it asked for and was granted.
       const probe = new PluginSandbox(source, plan.permissions, this.#services);
+      this.#buses.set(probe, bus);
       const asked = await probe.load(settings, config.initTimeout, true);
       probe.terminate();
       plan = planPermissions(asked.permissions, grant, config.dir, source.root);
     }
     const sandbox = new PluginSandbox(source, plan.permissions, this.#services);
+    this.#buses.set(sandbox, bus);
     try {
-      const info = await sandbox.load(settings, config.initTimeout);
+      const info = await sandbox.load(settings, config.initTimeout, false, grant?.bus);
       const denied = planPermissions(info.permissions, grant, config.dir, source.root).denied;
       if (denied.length > 0) {
         logger.warn(
@@ -466,7 +474,6 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     slot.active = sandbox;
     slot.key = key;
     slot.source = source;
-    slot.consecutiveFailures = 0;
     this.#setSubscribed(sandbox, true);
     slot.restarter.started();
     this.#serveFunctions(slot);
@@ -673,7 +680,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
   /** Subscribes `sandbox` to `filter`; undefined (and logged) when the bus refuses the filter. */
   #subscribe(sandbox: PluginSandbox, id: number, filter: string): Subscription | undefined {
     try {
-      return this.bus.subscribe(filter, (message) => {
+      return this.#buses.get(sandbox)!.subscribe(filter, (message) => {
         let replyId: number | undefined;
         const reply = message.reply;
         if (reply) {
@@ -688,7 +695,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
           meta: message.meta,
           ...(replyId === undefined ? {} : { replyId }),
         });
-      }, { owner: `plugin:${sandbox.source.name}` });
+      });
     } catch (error) {
       logger.error("plugin {name}: cannot subscribe to {filter}: {error}", {
         name: sandbox.source.name,
@@ -708,7 +715,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     switch (message.kind) {
       case "publish":
         try {
-          this.bus.publish({
+          this.#buses.get(sandbox)!.publish({
             topic: message.topic,
             payload: message.payload,
             source: this.#source(sandbox),
@@ -754,47 +761,13 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
           ...message.fields,
         });
         return;
-      case "metric": {
-        const metric = `gateway_plugin_${message.name.replace(/[^A-Za-z0-9_]/g, "_")}`;
-        if (HOST_METRICS.has(metric)) {
-          eventWarnings.warn(
-            logger,
-            `plugins/${name}/metric`,
-            "plugin {name}: the metric name {metric} is the gateway's own",
-            {
-              name,
-              metric,
-            },
-          );
-          return;
-        }
-        const labels = { ...message.labels, plugin: name };
-        const names = Object.keys(labels).sort();
-        try {
-          if (message.type === "counter") {
-            this.metrics.counter(metric, message.help, names).labels(labels).inc(message.value);
-          } else if (message.type === "gauge") {
-            this.metrics.gauge(metric, message.help, names).labels(labels).set(message.value);
-          } else {
-            this.metrics.histogram(metric, message.help, names).labels(labels).observe(
-              message.value,
-            );
-          }
-        } catch (error) {
-          eventWarnings.warn(
-            logger,
-            `plugins/${name}/metric`,
-            "plugin {name}: metric {metric} dropped: {error}",
-            { name, metric, error },
-          );
-        }
+      case "metric":
+        this.#metricWriter.write(name, message);
         return;
-      }
     }
   }
 
   async #ask(sandbox: PluginSandbox, ask: Exclude<AskMessage, { op: "body" }>): Promise<unknown> {
-    const name = sandbox.source.name;
     switch (ask.op) {
       case "call":
         return await callFunction(this.bus, ask.fn, ask.args, {
@@ -803,43 +776,15 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
           deadline: ask.deadline,
         });
       case "request":
-        return (await this.bus.request(ask.topic, ask.payload, {
+        return (await this.#buses.get(sandbox)!.request(ask.topic, ask.payload, {
           source: this.#source(sandbox),
           timeout: Number.isFinite(ask.deadline)
             ? Math.max(1, ask.deadline - Date.now())
             : DEFAULT_TIMEOUT,
         })).payload;
-      case "store.get":
-        return (await (await this.#store()).get(["plugin", name, ask.key])).value ?? undefined;
-      case "store.set":
-        await (await this.#store()).set(
-          ["plugin", name, ask.key],
-          ask.value,
-          ask.ttl ? { expireIn: ask.ttl } : {},
-        );
-        return;
-      case "store.delete":
-        await (await this.#store()).delete(["plugin", name, ask.key]);
-        return;
-      case "store.list": {
-        const kv = await this.#store();
-        const found: { key: string; value: unknown }[] = [];
-        const range = {
-          start: ["plugin", name, ask.prefix],
-          end: ["plugin", name, `${ask.prefix}\uffff`],
-        };
-        for await (const entry of kv.list(range, { limit: Math.max(ask.limit, 1) })) {
-          found.push({ key: String(entry.key[2]), value: entry.value });
-        }
-        return found;
-      }
+      default:
+        return await this.#stores.answer(sandbox.source.name, ask);
     }
-  }
-
-  #store(): Promise<Deno.Kv> {
-    return this.#kv ??= Deno.mkdir(this.#dataDir, { recursive: true }).then(() =>
-      openPrivateKv(join(this.#dataDir, "plugins.kv"))
-    );
   }
 }
 

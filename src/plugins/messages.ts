@@ -9,6 +9,7 @@
  */
 
 import type { PluginRequest } from "../../sdk/plugin.ts";
+import type { BusGrant } from "../bus/access.ts";
 
 /** What the plugin said about itself, once loaded. */
 export interface PluginInfo {
@@ -69,7 +70,7 @@ export interface MessageData {
 /** Host → runtime. */
 export type HostMessage =
   /** Import, check, settings, init; a probe only imports and describes (no settings, no init). */
-  | { kind: "load"; url: string; name: string; settings: unknown; probe: boolean }
+  | { kind: "load"; url: string; name: string; settings: unknown; probe: boolean; bus?: BusGrant }
   | { kind: "request"; id: number; deadline: number; request: RequestData }
   | { kind: "response"; id: number; deadline: number; request: RequestData; response: ResponseData }
   | { kind: "call"; id: number; deadline: number; fn: string; args: unknown }
@@ -78,15 +79,31 @@ export type HostMessage =
   | { kind: "ping"; id: number }
   | { kind: "stop"; id: number; deadline: number };
 
+/** One write of a `ctx.store.atomic()` operation; `ttl` in ms. */
+export type StoreMutation =
+  | { type: "set"; key: string; value: unknown; ttl?: number }
+  | { type: "delete"; key: string };
+
+/** What a plugin asks of its store; `versionstamp` null means "no such key". */
+export type StoreAsk =
+  | { op: "store.get"; key: string }
+  | { op: "store.getEntry"; key: string }
+  | { op: "store.set"; key: string; value: unknown; ttl?: number }
+  | { op: "store.delete"; key: string }
+  | { op: "store.list"; prefix: string; limit: number }
+  | { op: "store.increment"; key: string; by: number }
+  | {
+    op: "store.atomic";
+    checks: { key: string; versionstamp: string | null }[];
+    mutations: StoreMutation[];
+  };
+
 /** The operations a plugin asks of the host through `ctx`. */
 export type AskMessage =
   | { op: "body"; work: number }
   | { op: "call"; fn: string; args: unknown; deadline: number }
   | { op: "request"; topic: string; payload: Uint8Array; deadline: number }
-  | { op: "store.get"; key: string }
-  | { op: "store.set"; key: string; value: unknown; ttl?: number }
-  | { op: "store.delete"; key: string }
-  | { op: "store.list"; prefix: string; limit: number };
+  | StoreAsk;
 
 /** Runtime → host. */
 export type RuntimeMessage =

@@ -16,6 +16,7 @@ import type {
   PluginMessage,
   PluginRequest,
   PluginResponseView,
+  PluginStoreAtomic,
 } from "../../sdk/plugin.ts";
 import type {
   AskMessage,
@@ -28,8 +29,10 @@ import type {
   RequestData,
   ResponseData,
   RuntimeMessage,
+  StoreMutation,
 } from "./messages.ts";
 import { filterError, topicError } from "../bus/topic.ts";
+import { type BusIdentity, publishRefusal, subscribeRefusal } from "../bus/access.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -198,7 +201,13 @@ function describe(name: string): PluginInfo {
   };
 }
 
-async function load(url: string, name: string, settings: unknown, probe: boolean): Promise<void> {
+async function load(
+  url: string,
+  name: string,
+  settings: unknown,
+  probe: boolean,
+  bus: BusIdentity,
+): Promise<void> {
   pluginUrl = url;
   try {
     const module = await import(url);
@@ -233,11 +242,16 @@ async function load(url: string, name: string, settings: unknown, probe: boolean
       publish: (topic, payload, meta = {}) => {
         const problem = topicError(topic);
         if (problem) throw new TypeError(problem);
+        // The host refuses it too: this only makes the refusal the caller's error.
+        const refusal = publishRefusal(bus, topic);
+        if (refusal) throw new Deno.errors.NotCapable(refusal);
         send({ kind: "publish", topic, payload: toBytes(payload), meta });
       },
       subscribe: (filter, handler) => {
         const problem = filterError(filter);
         if (problem) throw new TypeError(problem);
+        const refusal = subscribeRefusal(bus, filter);
+        if (refusal) throw new Deno.errors.NotCapable(refusal);
         const subscription = nextSubscription++;
         subscriptions.set(subscription, handler);
         send({ kind: "subscribe", subscription, filter });
@@ -256,6 +270,28 @@ async function load(url: string, name: string, settings: unknown, probe: boolean
           await ask({ op: "store.delete", key });
         },
         list: (prefix = "", limit = 1000) => ask({ op: "store.list", prefix, limit }) as never,
+        getEntry: (key) => ask({ op: "store.getEntry", key }) as never,
+        increment: (key, by = 1) => ask({ op: "store.increment", key, by }) as Promise<number>,
+        atomic: () => {
+          const checks: { key: string; versionstamp: string | null }[] = [];
+          const mutations: StoreMutation[] = [];
+          const operation: PluginStoreAtomic = {
+            check(key, versionstamp) {
+              checks.push({ key, versionstamp });
+              return operation;
+            },
+            set(key, value, options) {
+              mutations.push({ type: "set", key, value, ttl: options?.ttl });
+              return operation;
+            },
+            delete(key) {
+              mutations.push({ type: "delete", key });
+              return operation;
+            },
+            commit: () => ask({ op: "store.atomic", checks, mutations }) as never,
+          };
+          return operation;
+        },
       },
       metrics: {
         counter: (metric, help = metric) => {
@@ -307,7 +343,11 @@ self.onmessage = (event: MessageEvent<HostMessage>) => {
   const message = event.data;
   switch (message.kind) {
     case "load":
-      void load(message.url, message.name, message.settings, message.probe);
+      void load(message.url, message.name, message.settings, message.probe, {
+        owner: `plugin:${message.name}`,
+        name: message.name,
+        grant: message.bus,
+      });
       return;
     case "ping":
       send({ kind: "pong", id: message.id });

@@ -20,6 +20,7 @@ import type {
   RuntimeMessage,
 } from "./messages.ts";
 import type { PluginSource } from "./discover.ts";
+import type { BusGrant } from "../bus/access.ts";
 import { Heartbeat } from "../supervision/heartbeat.ts";
 import { PendingCalls } from "../supervision/pending.ts";
 
@@ -144,9 +145,14 @@ export class PluginSandbox {
    * `init`. Rejects with a {@link PluginError} that names the file and line;
    * the sandbox is terminated then.
    */
-  async load(settings: unknown, timeout: number, probe = false): Promise<PluginInfo> {
+  async load(
+    settings: unknown,
+    timeout: number,
+    probe = false,
+    bus?: BusGrant,
+  ): Promise<PluginInfo> {
     const url = pathToFileURL(this.source.entry).href;
-    this.#post({ kind: "load", url, name: this.source.name, settings, probe });
+    this.#post({ kind: "load", url, name: this.source.name, settings, probe, bus });
     const timer = setTimeout(() =>
       this.#loaded.reject(
         new PluginError({

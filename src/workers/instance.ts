@@ -13,6 +13,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { Bus, Subscription } from "../bus/bus.ts";
+import type { BusScope } from "../bus/scope.ts";
 import type { BusMessage, MessageSource } from "../bus/message.ts";
 import { callFunction, errorBody, FunctionCallError, parseFunctionRef } from "../functions/call.ts";
 import type { WorkerConfig } from "./config.ts";
@@ -116,6 +117,8 @@ export class WorkerInstance implements PoolMember {
   readonly #pending: PendingCalls;
   readonly #heartbeat: Heartbeat;
   readonly #subscriptions = new Map<string, Subscription>();
+  /** The bus as the worker may use it: out of `fn/`, reply and `$` topics. */
+  readonly #bus: BusScope;
   /** Ids of the calls the worker made that wait for their result, and those it cancelled. */
   readonly #outbound = new Set<string | number>();
   readonly #cancelled = new Set<string | number>();
@@ -184,6 +187,10 @@ export class WorkerInstance implements PoolMember {
       throw new Error(`cannot start ${JSON.stringify(config.command)}: ${why}`);
     }
     this.pid = this.#child.pid;
+    this.#bus = services.bus.scoped({
+      owner: `worker/${config.name}/${index}/${this.pid}`,
+      name: config.name,
+    });
     const output = Promise.all([
       this.#pump(this.#child.stdout, "stdout"),
       this.#pump(this.#child.stderr, "stderr"),
@@ -432,7 +439,7 @@ export class WorkerInstance implements PoolMember {
       const payload = encoded.encoding === "base64"
         ? Uint8Array.fromBase64(encoded.payload)
         : encoder.encode(encoded.payload);
-      this.#services.bus.publish({ topic, payload, source: this.#source, meta });
+      this.#bus.publish({ topic, payload, source: this.#source, meta });
     } catch (error) {
       logger.warning("{worker}[{instance}] publish on {topic} refused: {error}", {
         worker: this.config.name,
@@ -448,9 +455,7 @@ export class WorkerInstance implements PoolMember {
     try {
       this.#subscriptions.set(
         filter,
-        this.#services.bus.subscribe(filter, (message) => this.#deliver(filter, message), {
-          owner: `worker/${this.config.name}/${this.index}/${this.pid}`,
-        }),
+        this.#bus.subscribe(filter, (message) => this.#deliver(filter, message)),
       );
     } catch (error) {
       logger.warning("{worker}[{instance}] subscription to {filter} refused: {error}", {
