@@ -368,6 +368,7 @@ export class MqttModule
           }
           await this.#closeStores(storePath);
           for (const [name, { listener }] of listeners) {
+            if (previous?.listeners.get(name)?.listener === listener) continue; // kept as it was
             logger.info("MQTT listener {name} on port {port}", { name, port: listener.port });
           }
         },
