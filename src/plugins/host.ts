@@ -94,8 +94,10 @@ function problemOf(error: unknown): PartProblem {
   const info: PluginErrorInfo = error instanceof PluginError
     ? error.info
     : { type: "Error", message: error instanceof Error ? error.message : String(error) };
+  // A message that already names its error (an import's "SyntaxError: …") is not prefixed again.
+  const named = /^[A-Z]\w*(Error|Exception): /.test(info.message);
   return {
-    message: `${info.type}: ${info.message}`,
+    message: named ? info.message : `${info.type}: ${info.message}`,
     ...(info.at ? { at: info.at } : {}),
     time: new Date().toISOString(),
   };
@@ -534,18 +536,21 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       slot.source = source;
       if (!this.#taken.has(slot.name)) this.#serveFunctions(slot);
     }
+    const { at } = slot.lastError;
     const problem = {
       name: slot.name,
-      message: slot.lastError.message,
-      at: slot.lastError.at ?? "-",
+      // The location when the message does not give it already.
+      message: at && !slot.lastError.message.includes(at)
+        ? `${slot.lastError.message} (at ${at})`
+        : slot.lastError.message,
     };
     if (slot.active) {
       logger.error(
-        "plugin {name} failed to load, the previous version keeps serving: {message} (at {at})",
+        "plugin {name} failed to load, the previous version keeps serving: {message}",
         problem,
       );
     } else {
-      logger.error("plugin {name} failed to load: {message} (at {at})", problem);
+      logger.error("plugin {name} failed to load: {message}", problem);
     }
   }
 
