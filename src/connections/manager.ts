@@ -191,12 +191,41 @@ class TrackedConnection implements Connection {
     );
     this.#info.deviceId = deviceId;
     this.source.deviceId = deviceId;
+    logger.info("device {deviceId} connected on {listener} ({protocol} {peer}, connection {id})", {
+      deviceId,
+      listener: this.#info.listener,
+      protocol: this.#info.protocol,
+      peer: this.#peer,
+      id: this.id,
+    });
   }
 
   closed(): void {
     if (this.#released) return;
     this.#released = true;
     this.context.release(this);
+    const { deviceId, listener, openedAt, bytesIn, bytesOut } = this.#info;
+    const fields = {
+      deviceId,
+      listener,
+      id: this.id,
+      peer: this.#peer,
+      seconds: Math.round((this.context.now() - openedAt) / 1000),
+      bytesIn,
+      bytesOut,
+    };
+    // Bound devices are worth a line; an unbound connection's end is detail (and floods are cheap).
+    if (deviceId !== undefined) {
+      logger.info("device {deviceId} disconnected from {listener} after {seconds} s", fields);
+    } else if (this.#info.protocol !== "http") {
+      logger.debug("connection {id} from {peer} on {listener} closed after {seconds} s", fields);
+    }
+  }
+
+  /** The remote address and port, as one string. */
+  get #peer(): string {
+    const { remoteAddress, remotePort } = this.#info;
+    return remotePort === undefined ? remoteAddress : `${remoteAddress}:${remotePort}`;
   }
 
   info(): ConnectionInfo {

@@ -88,6 +88,9 @@ Deno.test("TCP device: handshake binds the device, pushes arrive framed, the adm
     assertEquals(kicked.status, 204);
     assertEquals(await conn.read(buffer), null, "the admin API closed the connection");
     conn.close();
+    // One info line when the device is bound and one when it goes.
+    await gw.waitForLine(/device plc-1 connected on plc \(tcp 127\.0\.0\.1:\d+, connection /);
+    await gw.waitForLine(/device plc-1 disconnected from plc after \d+ s/);
     const unknown = await gw.admin(`/connections/${listed.id}`, { method: "DELETE" });
     assertEquals(unknown.status, 404);
     await unknown.body?.cancel();
