@@ -317,6 +317,29 @@ export interface Plugin<Config = Record<string, unknown>> {
   priority?: number;
   permissions?: PluginPermissions;
   /**
+   * Plugins this one needs, by name, with the versions it works with:
+   * `^1.2.3` (same major), `~1.2.3` (same minor), `1.2.3` (exactly) or
+   * `>=1.2.3`; a left-out minor or patch counts as 0. It starts after them
+   * (its `init` may `ctx.call` their functions), and is refused, with its file
+   * in the message, when one is missing, failed, has a version out of range
+   * (`plugins/a.ts: requires "b" ^2, found 1.4.0`) or requires it back (a
+   * cycle). A reload of a required plugin reloads its dependants only when
+   * its major version changes. `plugins.initTimeout` includes the wait.
+   *
+   * @example
+   * ```ts
+   * import type { Plugin } from "../sdk/plugin.ts";
+   * export default {
+   *   name: "orders",
+   *   requires: { auth: "^1.2" },
+   *   async init(ctx) {
+   *     await ctx.call("auth.keys"); // auth has started
+   *   },
+   * } satisfies Plugin;
+   * ```
+   */
+  requires?: Record<string, string>;
+  /**
    * The settings' schema: a JSON Schema object, or a function that returns an
    * error message (or throws) for bad settings. Checked before `init`.
    */
@@ -339,4 +362,36 @@ export interface Plugin<Config = Record<string, unknown>> {
   /** Functions callable as `<name>.<function>` from routes, plugins, workers and MCP. */
   functions?: Record<string, PluginFunction<Config>>;
   stop?(ctx: PluginContext<Config>): void | Promise<void>;
+  /**
+   * Called on the running version when a saved file (or an admin reload)
+   * replaces it: returns the in-memory state to hand to the new version's
+   * `restore` (anything structured-cloneable, at most 1 MiB serialised, within
+   * 2 s). The swap waits for it; hooks and calls that arrive meanwhile wait
+   * too. If it throws, runs late or returns too much, or `restore` fails, the
+   * new version is dropped and this one keeps serving, with the reason in
+   * `GET /plugins`. Undefined hands nothing over.
+   *
+   * @example
+   * ```ts
+   * import type { Plugin } from "../sdk/plugin.ts";
+   * let hits = 0;
+   * export default {
+   *   name: "hits",
+   *   onRequest() {
+   *     hits++;
+   *   },
+   *   snapshot: () => ({ hits }),
+   *   restore(state: { hits: number }) {
+   *     hits = state.hits;
+   *   },
+   * } satisfies Plugin;
+   * ```
+   */
+  snapshot?(ctx: PluginContext<Config>): unknown;
+  /**
+   * Called on the new version, after its `init` and before it serves, with
+   * what the old version's `snapshot` returned (see {@link Plugin.snapshot}).
+   */
+  // deno-lint-ignore no-explicit-any -- the state is whatever this plugin's snapshot returned
+  restore?(state: any, ctx: PluginContext<Config>): void | Promise<void>;
 }

@@ -46,6 +46,10 @@ export const PluginGrantConfig = z.strictObject({
 export const PluginsConfig = z.strictObject({
   dir: z.string().default("plugins").describe("relative to the config file"),
   global: z.array(PluginName).default([]).describe("plugins that run on every HTTP route"),
+  disabled: z.array(PluginName).default([]).describe(
+    "plugins not loaded: routes that name them answer 503 plugin_disabled (the admin API's " +
+      "enable overrides this until the next config reload)",
+  ),
   grants: z.record(PluginName, PluginGrantConfig).default({}).describe(
     "per plugin, the most it may be given; nothing is granted by default, 'run' and 'ffi' never",
   ),
@@ -109,6 +113,11 @@ export const pluginsSection = {
     for (const { name, path } of references.all("plugin-use")) {
       if (!references.has("plugin", name)) report(path, references.unknown("plugin", name));
     }
+    plugins.disabled.forEach((name, i) => {
+      if (!references.has("plugin", name)) {
+        report(["plugins", "disabled", i], references.unknown("plugin", name));
+      }
+    });
     for (const part of ["grants", "settings"] as const) {
       for (const name of Object.keys(plugins[part])) {
         if (!references.has("plugin", name)) {

@@ -15,8 +15,16 @@ export interface PluginSource {
   name: string;
   /** The module to import: `<dir>/<name>.ts` or `<dir>/<name>/mod.ts`. */
   entry: string;
-  /** What the plugin owns and may always read: its file, or its directory. */
+  /** What the plugin owns: its file, or its directory. */
   root: string;
+  /**
+   * The files it may always read: its file, or the files in its directory when
+   * it was found (links and names starting with `.` left out). Read permission
+   * is granted on these paths, not on the directory: Deno checks a path where
+   * it is, not where a link there leads, so a link added to the directory
+   * later would be read through.
+   */
+  files: string[];
   /** SHA-256 (hex, 16 chars) of the plugin's files. */
   hash: string;
   /**
@@ -97,6 +105,7 @@ export async function discoverPlugins(dir: string): Promise<Map<string, PluginSo
           name,
           entry: entryFile,
           root: entryFile,
+          files: [entryFile],
           hash: await hashFiles([entryFile], dir),
         });
       } else if (entry.isDirectory && NAME.test(entry.name)) {
@@ -108,6 +117,7 @@ export async function discoverPlugins(dir: string): Promise<Map<string, PluginSo
           name: entry.name,
           entry: entryFile,
           root,
+          files,
           hash: await hashFiles(files, root),
           ...(escapes.length > 0 ? { escape: escapes.join(", ") } : {}),
         });

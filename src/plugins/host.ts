@@ -21,7 +21,12 @@ import type { Hono } from "hono";
 import type { Bus, Subscription } from "../bus/bus.ts";
 import type { BusScope } from "../bus/scope.ts";
 import type { MessageSource } from "../bus/message.ts";
-import { callFunction, FunctionCallError, serveFunction } from "../functions/call.ts";
+import {
+  callFunction,
+  FunctionCallError,
+  parseFunctionRef,
+  serveFunction,
+} from "../functions/call.ts";
 import type { Change, GatewayModule, PrepareContext } from "../module.ts";
 import { errorResponse, GatewayError } from "../errors.ts";
 import type { MetricsRegistry } from "../observability/metrics.ts";
@@ -36,6 +41,8 @@ import { PluginError, PluginSandbox, type SandboxServices } from "./sandbox.ts";
 import { PluginMetricWriter } from "./metric_writer.ts";
 import { PluginStores } from "./store.ts";
 import { watchDebounced } from "../util/watch.ts";
+import { handOver } from "./handover.ts";
+import { LoadRound, majorOf } from "./requirements.ts";
 
 const logger = getLogger(["gateway", "plugins"]);
 /** How long a call may take when nothing set a deadline (outside hooks: init, onMessage). */
@@ -70,7 +77,11 @@ export class PluginSlot {
   source?: PluginSource;
   /** Set while a crashed version waits for its replacement; work waits for it rather than failing. */
   restarting?: PromiseWithResolvers<void>;
+  /** Set while the active version hands its state to the next: work waits for the swap. */
+  handingOver?: Promise<unknown>;
   functions?: Subscription;
+  /** Disabled (`plugins.disabled` or the admin API): not loaded, its routes answer 503. */
+  disabled = false;
   readonly stats: CallStats;
   readonly restarter: Restarter;
 
@@ -131,6 +142,8 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     PluginSandbox,
     Map<number, { filter: string; live?: Subscription }>
   >();
+  /** The round each sandbox was loaded in: where its init finds what it requires. */
+  readonly #rounds = new WeakMap<PluginSandbox, LoadRound<PluginSandbox>>();
   /** The bus as each sandbox may use it: out of `fn/`, reply and `$` topics, within its grant. */
   readonly #buses = new WeakMap<PluginSandbox, BusScope>();
   /** Answers owed for bus requests delivered to a sandbox; only that sandbox may give them. */
@@ -146,6 +159,8 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
   #config?: PluginsConfig;
   /** Function owners that are not plugins, from the serving config: workers and `model`. */
   #taken = new Set<string>(["model"]);
+  /** What the admin API set, by plugin: true enabled, false disabled (until a config reload). */
+  readonly #adminChoice = new Map<string, boolean>();
   readonly #stores = new PluginStores();
   #stopWatching?: () => void;
   #queue: Promise<unknown> = Promise.resolve();
@@ -202,12 +217,14 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     const sources = await discoverPlugins(next.dir);
     const started = new Map<string, { sandbox: PluginSandbox; key: string }>();
     const failed = new Map<string, unknown>();
+    const round = this.#round(next);
     await Promise.all([...sources.values()].map(async (source) => {
+      if (this.#isDisabled(next, source.name, true)) return;
       const key = versionKey(source, next);
       const slot = this.#slots.get(source.name);
       if (slot?.active && slot.key === key && !taken.has(source.name)) return;
       try {
-        started.set(source.name, { sandbox: await this.#load(source, next, taken), key });
+        started.set(source.name, { sandbox: await this.#loadIn(round, source, next, taken), key });
       } catch (error) {
         failed.set(source.name, error);
       }
@@ -260,7 +277,10 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
           if (referenced.has(name) || !isSettingsError(error)) {
             this.#loadFailed(slot, error, source);
             // A runtime failure (init threw, timed out) is tried again; a refusal is for good.
-            if (!slot.active && !taken.has(name) && !source.escape && !isSettingsError(error)) {
+            if (
+              !slot.active && !taken.has(name) && !source.escape && !isSettingsError(error) &&
+              !isRequirementError(error)
+            ) {
               slot.restarter.reset();
               slot.key = versionKey(source, next);
               this.#backoff(slot, slot.lastError!.message, 0);
@@ -274,6 +294,13 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
               message: slot.lastError.message,
             });
           }
+        }
+        // The config's list wins over what the admin API set for the plugins it names.
+        for (const name of next.disabled) this.#adminChoice.delete(name);
+        for (const [name, source] of sources) {
+          const slot = this.#slotFor(name);
+          slot.disabled = this.#isDisabled(next, name);
+          if (slot.disabled) this.#disable(slot, source);
         }
         if (watchChanged) this.#watch(next.dir);
       },
@@ -317,6 +344,71 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       const described = this.#describe(slot);
       return c.json(described, slot.lastError && !slot.active ? 422 : 200);
     });
+    for (const action of ["enable", "disable"] as const) {
+      app.post(`/plugins/:name/${action}`, async (c) => {
+        const name = c.req.param("name");
+        const slot = await this.setEnabled(name, action === "enable");
+        if (!slot) {
+          return errorResponse(
+            new GatewayError(404, "unknown_plugin", `no plugin "${name}" in ${this.config.dir}`),
+          );
+        }
+        return c.json(this.#describe(slot), !slot.disabled && !slot.active ? 422 : 200);
+      });
+    }
+  }
+
+  /**
+   * Enables or disables `name` (the admin API) until the next config reload,
+   * where `plugins.disabled` wins for the plugins it names, or the next
+   * restart. A disabled plugin ends once its in-flight work is done; an
+   * enabled one is loaded from disk. Resolves with its slot, or undefined
+   * when there is no such plugin.
+   */
+  setEnabled(name: string, enabled: boolean): Promise<PluginSlot | undefined> {
+    return this.#serially(async () => {
+      const slot = this.#slots.get(name);
+      if (!slot) return undefined;
+      this.#adminChoice.set(name, enabled);
+      if (!enabled) {
+        this.#disable(slot, slot.source);
+        return slot;
+      }
+      slot.disabled = false;
+      const source = (await discoverPlugins(this.config.dir)).get(name);
+      if (source && !slot.active) await this.#reloadOne(source, true);
+      return slot;
+    });
+  }
+
+  /**
+   * Whether `name` is disabled under `config`: by the admin API, else by
+   * `plugins.disabled`. `reloading` (a config not yet committed): the
+   * config's list wins over the admin API for the plugins it names.
+   */
+  #isDisabled(config: PluginsConfig, name: string, reloading = false): boolean {
+    const listed = config.disabled.includes(name);
+    const choice = reloading && listed ? undefined : this.#adminChoice.get(name);
+    return choice === undefined ? listed : !choice;
+  }
+
+  /** Stops serving `slot` while it is disabled: its version ends once its in-flight work is done. */
+  #disable(slot: PluginSlot, source: PluginSource | undefined): void {
+    slot.disabled = true;
+    slot.restarter.reset();
+    slot.restarting?.resolve();
+    slot.restarting = undefined;
+    slot.source = source;
+    slot.key = "";
+    if (!this.#taken.has(slot.name)) this.#serveFunctions(slot);
+    const active = slot.active;
+    if (!active) return;
+    slot.active = undefined;
+    this.#setSubscribed(active, false);
+    void active.stop(this.config.drainTimeout);
+    logger.info("plugin {name} disabled: it ends once its in-flight work is done", {
+      name: slot.name,
+    });
   }
 
   /**
@@ -327,7 +419,9 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     return this.#serially(async () => {
       const source = (await discoverPlugins(this.config.dir)).get(name);
       if (!source) return this.#slots.get(name);
-      await this.#reloadOne(source, true);
+      const round = this.#round(this.config);
+      await this.#reloadOne(source, true, round);
+      await this.#reloadDependants(round);
       return this.#slots.get(name);
     });
   }
@@ -343,6 +437,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     invoke: (sandbox: PluginSandbox) => Promise<T>,
   ): Promise<T> {
     if (slot.restarting) await slot.restarting.promise;
+    if (slot.handingOver) await slot.handingOver;
     const sandbox = slot.active;
     if (!sandbox) {
       throw new PluginError(
@@ -389,7 +484,9 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
 
   #describe(slot: PluginSlot): PartStatus & Record<string, unknown> {
     const info = slot.active?.info;
-    const state = slot.restarting
+    const state = slot.disabled
+      ? "disabled"
+      : slot.restarting
       ? "restarting"
       : slot.active
       ? "running"
@@ -407,6 +504,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       permissions: slot.active?.permissions ?? null,
       hooks: info ? Object.keys(info.hooks).filter((k) => info.hooks[k as "onRequest"]) : [],
       functions: info?.functions ?? [],
+      requires: info?.requires ?? {},
       loadedAt: slot.active?.loadedAt.toISOString() ?? null,
     };
   }
@@ -420,6 +518,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     source: PluginSource,
     config: PluginsConfig,
     taken = this.#taken,
+    round = this.#round(config),
   ): Promise<PluginSandbox> {
     const refuse = (message: string) =>
       new PluginError({ type: "PluginError", message, at: source.entry }, "threw");
@@ -436,7 +535,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     }
     const grant = config.grants[source.name];
     const settings = config.settings[source.name];
-    let plan = planPermissions(undefined, grant, config.dir, source.root);
+    let plan = planPermissions(undefined, grant, config.dir, source.files);
     const bus = this.bus.scoped({
       owner: `plugin:${source.name}`,
       name: source.name,
@@ -449,13 +548,20 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       this.#buses.set(probe, bus);
       const asked = await probe.load(settings, config.initTimeout, true);
       probe.terminate();
-      plan = planPermissions(asked.permissions, grant, config.dir, source.root);
+      plan = planPermissions(asked.permissions, grant, config.dir, source.files);
     }
     const sandbox = new PluginSandbox(source, plan.permissions, this.#services);
     this.#buses.set(sandbox, bus);
+    this.#rounds.set(sandbox, round);
     try {
-      const info = await sandbox.load(settings, config.initTimeout, false, grant?.bus);
-      const denied = planPermissions(info.permissions, grant, config.dir, source.root).denied;
+      const info = await sandbox.load(
+        settings,
+        config.initTimeout,
+        false,
+        grant?.bus,
+        (imported) => round.ready(source.name, imported.requires, source.entry),
+      );
+      const denied = planPermissions(info.permissions, grant, config.dir, source.files).denied;
       if (denied.length > 0) {
         logger.warn(
           "plugin {name} asks for permissions that plugins.grants.{name} does not give: {denied}",
@@ -467,6 +573,55 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
     } catch (error) {
       this.#reloads.labels({ plugin: source.name, result: "failed" }).inc();
       throw error;
+    }
+  }
+
+  /** {@link #load} as one of `round`'s plugins: its dependants in the round start after it. */
+  async #loadIn(
+    round: LoadRound<PluginSandbox>,
+    source: PluginSource,
+    config: PluginsConfig,
+    taken = this.#taken,
+  ): Promise<PluginSandbox> {
+    round.join(source.name);
+    try {
+      const sandbox = await this.#load(source, config, taken, round);
+      round.settle(source.name, { version: sandbox.info!.version, started: sandbox });
+      return sandbox;
+    } catch (error) {
+      round.settle(source.name, { failed: problemOf(error).message });
+      throw error;
+    }
+  }
+
+  /** A round of loads under `config`, which sees the other plugins as they are now. */
+  #round(config: PluginsConfig): LoadRound<PluginSandbox> {
+    return new LoadRound(config.dir, (name) => {
+      const slot = this.#slots.get(name);
+      const info = slot?.active?.info;
+      if (info) return { version: info.version, requires: info.requires };
+      if (!slot?.source) return undefined;
+      return slot.disabled ? "it is disabled" : slot.lastError?.message ?? "no version loaded";
+    });
+  }
+
+  /**
+   * After `round`: loads again the plugins that require one whose major
+   * version changed, appeared or went away, and those refused for a
+   * requirement, until nothing more changes.
+   */
+  async #reloadDependants(round: LoadRound<PluginSandbox>): Promise<void> {
+    while (round.changed.size > 0 && !this.#stopped) {
+      const sources = await discoverPlugins(this.config.dir);
+      const next = this.#round(this.config);
+      const again = [...this.#slots.values()].filter((slot) => {
+        const requires = slot.active?.info?.requires ?? {};
+        return !round.has(slot.name) && sources.has(slot.name) &&
+          (Object.keys(requires).some((name) => round.changed.has(name)) ||
+            (!slot.active && slot.lastError?.message.startsWith("RequirementError: ")));
+      });
+      await Promise.all(again.map((slot) => this.#reloadOne(sources.get(slot.name)!, true, next)));
+      round = next;
     }
   }
 
@@ -499,9 +654,11 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
           : "";
         throw new FunctionCallError({
           type: "unavailable",
-          message: `plugin "${slot.name}" is not loaded${next}: ${
-            slot.lastError?.message ?? "no version loaded"
-          }`,
+          message: slot.disabled
+            ? `plugin "${slot.name}" is disabled`
+            : `plugin "${slot.name}" is not loaded${next}: ${
+              slot.lastError?.message ?? "no version loaded"
+            }`,
         });
       }
       try {
@@ -613,7 +770,7 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
   #retry(slot: PluginSlot): void {
     void this.#serially(async () => {
       const source = slot.source;
-      if (!source || this.#stopped) return;
+      if (!source || this.#stopped || slot.disabled) return;
       slot.stats.restarted(slot.restarter.reason ?? "restarted");
       try {
         const key = slot.key || versionKey(source, this.config);
@@ -649,24 +806,62 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
   async #rescan(): Promise<void> {
     if (this.#stopped) return;
     const sources = await discoverPlugins(this.config.dir);
+    const round = this.#round(this.config);
     for (const [name, slot] of this.#slots) {
-      if (!sources.has(name) && slot.source) this.#unload(slot);
+      if (!sources.has(name) && slot.source) {
+        if (slot.active) round.changed.add(name);
+        this.#unload(slot);
+      }
     }
-    await Promise.all([...sources.values()].map((source) => this.#reloadOne(source, false)));
+    await Promise.all(
+      [...sources.values()].map((source) => this.#reloadOne(source, false, round)),
+    );
+    await this.#reloadDependants(round);
   }
 
-  async #reloadOne(source: PluginSource, force: boolean): Promise<void> {
+  async #reloadOne(
+    source: PluginSource,
+    force: boolean,
+    round = this.#round(this.config),
+  ): Promise<void> {
     const slot = this.#slotFor(source.name);
     const key = versionKey(source, this.config);
     const unchanged = slot.active ? slot.key === key : slot.source?.hash === source.hash &&
       slot.lastError !== undefined;
     if (unchanged && !force) return;
+    if (slot.disabled) {
+      slot.source = source;
+      return;
+    }
+    // Its files changed into a link out of its directory: the running version's read
+    // permission on that path would reach through it, so it ends now.
+    if (source.escape && slot.active) {
+      const active = slot.active;
+      this.#unload(slot, false);
+      active.terminate();
+    }
+    let sandbox: PluginSandbox | undefined;
     try {
-      const sandbox = await this.#load(source, this.config);
+      sandbox = await this.#loadIn(round, source, this.config);
+      const old = slot.active;
+      if (old?.state === "ready") {
+        slot.handingOver = handOver(old, sandbox);
+        try {
+          await slot.handingOver;
+        } finally {
+          slot.handingOver = undefined;
+        }
+      }
+      if (!old || majorOf(old.info?.version) !== majorOf(sandbox.info?.version)) {
+        round.changed.add(source.name);
+      }
       slot.restarter.reset();
       this.#activate(slot, sandbox, key, source);
       slot.lastError = undefined;
     } catch (error) {
+      sandbox?.terminate();
+      // Built against what it can no longer have: the running version ends too.
+      if (isRequirementError(error) && slot.active) this.#unload(slot);
       this.#loadFailed(slot, error, source);
     }
   }
@@ -774,12 +969,21 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
 
   async #ask(sandbox: PluginSandbox, ask: Exclude<AskMessage, { op: "body" }>): Promise<unknown> {
     switch (ask.op) {
-      case "call":
+      case "call": {
+        // During its init a dependant reaches what it requires before that is made current.
+        const ref = pluginRef(ask.fn);
+        const starting = this.#slots.get(sandbox.source.name)?.active !== sandbox;
+        const early = ref && starting &&
+          await this.#rounds.get(sandbox)?.startedFor(sandbox.source.name, ref.owner);
+        if (early && early.state === "ready" && this.#slots.get(ref.owner)?.active !== early) {
+          return await early.call(ref.name, ask.args, ask.deadline);
+        }
         return await callFunction(this.bus, ask.fn, ask.args, {
           source: this.#source(sandbox),
           timeout: Number.isFinite(ask.deadline) ? ask.deadline - Date.now() : DEFAULT_TIMEOUT,
           deadline: ask.deadline,
         });
+      }
       case "request":
         return (await this.#buses.get(sandbox)!.request(ask.topic, ask.payload, {
           source: this.#source(sandbox),
@@ -790,6 +994,21 @@ export class PluginHost implements GatewayModule<{ plugins: PluginsConfig }> {
       default:
         return await this.#stores.answer(sandbox.source.name, ask);
     }
+  }
+}
+
+/** Whether a load was refused for the plugin's `requires`. */
+function isRequirementError(error: unknown): boolean {
+  return error instanceof PluginError && error.info.type === "RequirementError";
+}
+
+/** The plugin and function `fn` names, when it names a plugin's function. */
+function pluginRef(fn: string): { owner: string; name: string } | undefined {
+  try {
+    const ref = parseFunctionRef(fn);
+    return ref.kind === undefined || ref.kind === "plugin" ? ref : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -21,6 +21,10 @@ export interface PluginInfo {
   functions: string[];
   /** The filters of its `onMessage` handlers. */
   messages: string[];
+  /** The plugins it requires, by name, with their version ranges (`{ auth: "^1.2" }`). */
+  requires: Record<string, string>;
+  /** Whether it hands state to its next version (`snapshot`) and takes it from the last (`restore`). */
+  handover: { snapshot: boolean; restore: boolean };
 }
 
 /** An error as it crosses the Worker boundary, with where it happened. */
@@ -71,6 +75,11 @@ export interface MessageData {
 export type HostMessage =
   /** Import, check, settings, init; a probe only imports and describes (no settings, no init). */
   | { kind: "load"; url: string; name: string; settings: unknown; probe: boolean; bus?: BusGrant }
+  /** After `imported`, once what the plugin requires is ready: check settings and run `init`. */
+  | { kind: "init" }
+  /** The old version's state for the next one, as structured-clone bytes (`node:v8` serialize). */
+  | { kind: "snapshot"; id: number; deadline: number }
+  | { kind: "restore"; id: number; deadline: number; state: Uint8Array }
   | { kind: "request"; id: number; deadline: number; request: RequestData }
   | { kind: "response"; id: number; deadline: number; request: RequestData; response: ResponseData }
   | { kind: "call"; id: number; deadline: number; fn: string; args: unknown }
@@ -107,6 +116,8 @@ export type AskMessage =
 
 /** Runtime → host. */
 export type RuntimeMessage =
+  /** Imported and checked; its `init` waits for the host's `init` (what it requires starts first). */
+  | { kind: "imported"; info: PluginInfo }
   | { kind: "loaded"; info: PluginInfo }
   | { kind: "load-failed"; error: PluginErrorInfo }
   | { kind: "done"; id: number; value?: unknown }

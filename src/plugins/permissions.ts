@@ -2,7 +2,9 @@
  * A plugin's Worker permissions: what the plugin asks for, cut down to what
  * the config grants it. Nothing is granted by default; `run`, `ffi` and
  * `import` from the network are never granted; a plugin can always read its
- * own files.
+ * own files, each by its path (not its directory: Deno checks a path as
+ * given, so read permission on a directory reaches through any link put in
+ * it later).
  *
  * @module
  */
@@ -44,7 +46,8 @@ function intersect(kind: string, asked: Grant, granted: Grant, base: string): Gr
 /**
  * Works out a plugin Worker's permissions from the plugin's request and the
  * config's grant. Paths are relative to `pluginsDir`; `ownFiles` (the plugin's
- * file or directory) is always readable.
+ * files as found when it was loaded) are always readable, and nothing else
+ * in its directory.
  *
  * @example
  * ```ts
@@ -53,7 +56,7 @@ function intersect(kind: string, asked: Grant, granted: Grant, base: string): Gr
  *   { net: ["api.example.com:443"], env: ["HOME"] },
  *   { net: true },
  *   "/srv/plugins",
- *   "/srv/plugins/stamp.ts",
+ *   ["/srv/plugins/stamp.ts"],
  * );
  * plan.permissions.net; // ["api.example.com:443"]
  * plan.denied; // ["env: HOME"]
@@ -63,7 +66,7 @@ export function planPermissions(
   asked: Partial<Record<(typeof KINDS)[number], Grant>> | undefined,
   granted: PluginGrantConfig | undefined,
   pluginsDir: string,
-  ownFiles: string,
+  ownFiles: readonly string[],
 ): PluginPermissionPlan {
   const permissions: Deno.PermissionOptionsObject = {
     run: false,
@@ -83,6 +86,6 @@ export function planPermissions(
     permissions[kind] = got as never;
   }
   const read = permissions.read;
-  if (read !== true) permissions.read = [...(read || []), ownFiles];
+  if (read !== true) permissions.read = [...(read || []), ...ownFiles];
   return { permissions, denied };
 }

@@ -40,7 +40,7 @@ export async function probePlugins(
       const message = `a link leads outside the plugin's directory: ${source.escape}`;
       return new PluginError({ type: "PluginError", message, at: source.entry }, "threw");
     }
-    const { permissions } = planPermissions(undefined, undefined, dir, source.root);
+    const { permissions } = planPermissions(undefined, undefined, dir, source.files);
     const sandbox = new PluginSandbox(source, permissions, UNSERVED);
     try {
       return await sandbox.load(undefined, timeout, true);

@@ -46,6 +46,8 @@ let nextAsk = 1;
 const asks = new Map<number, PromiseWithResolvers<unknown>>();
 let nextSubscription = 1;
 const subscriptions = new Map<number, (message: PluginMessage) => void | Promise<void>>();
+/** Resolved by the host's `init`: once what the plugin requires has started. */
+const initAllowed = Promise.withResolvers<void>();
 
 function send(message: RuntimeMessage): void {
   self.postMessage(message);
@@ -198,7 +200,20 @@ function describe(name: string): PluginInfo {
     hooks: { onRequest: !!plugin.onRequest, onResponse: !!plugin.onResponse },
     functions: Object.keys(plugin.functions ?? {}),
     messages: Object.keys(plugin.onMessage ?? {}),
+    requires: { ...plugin.requires },
+    handover: { snapshot: !!plugin.snapshot, restore: !!plugin.restore },
   };
+}
+
+/** `requires` must map plugin names to range strings; the host parses the ranges. */
+function checkRequires(requires: unknown): void {
+  if (requires === undefined) return;
+  if (
+    !requires || typeof requires !== "object" || Array.isArray(requires) ||
+    Object.values(requires).some((range) => typeof range !== "string")
+  ) {
+    throw new TypeError('requires must map plugin names to version ranges: { "auth": "^1.2" }');
+  }
 }
 
 async function load(
@@ -226,10 +241,13 @@ async function load(
       const problem = filterError(filter);
       if (problem) throw new TypeError(`onMessage: ${problem}`);
     }
+    checkRequires(plugin.requires);
     if (probe) {
       send({ kind: "loaded", info: describe(name) });
       return;
     }
+    send({ kind: "imported", info: describe(name) });
+    await initAllowed.promise;
     const problem = await validateSettings(settings);
     if (problem) throw new TypeError(`plugins.settings.${name}: ${problem}`);
     const log =
@@ -336,6 +354,17 @@ async function work(message: HostMessage & { id: number }): Promise<unknown> {
     }
     case "stop":
       return await plugin.stop?.(baseContext);
+    case "snapshot": {
+      const state = await plugin.snapshot?.(contextUntil(message.deadline));
+      if (state === undefined) return undefined;
+      const { serialize } = await import("node:v8");
+      return new Uint8Array(serialize(state));
+    }
+    case "restore": {
+      const { deserialize } = await import("node:v8");
+      await plugin.restore?.(deserialize(message.state), contextUntil(message.deadline));
+      return undefined;
+    }
   }
 }
 
@@ -348,6 +377,9 @@ self.onmessage = (event: MessageEvent<HostMessage>) => {
         name: message.name,
         grant: message.bus,
       });
+      return;
+    case "init":
+      initAllowed.resolve();
       return;
     case "ping":
       send({ kind: "pong", id: message.id });

@@ -86,6 +86,8 @@ export class PluginSandbox {
   readonly #work: PendingCalls<Work>;
   readonly #heartbeat: Heartbeat;
   readonly #loaded = Promise.withResolvers<PluginInfo>();
+  /** Resolves once what the plugin requires has started; its `init` runs after. */
+  #ready: (info: PluginInfo) => Promise<void> = () => Promise.resolve();
   #state: SandboxState = "loading";
   info?: PluginInfo;
   readonly loadedAt = new Date();
@@ -142,15 +144,18 @@ export class PluginSandbox {
 
   /**
    * Imports the plugin and (unless `probe`) checks its settings and runs
-   * `init`. Rejects with a {@link PluginError} that names the file and line;
-   * the sandbox is terminated then.
+   * `init`, once `ready` resolved for what it said about itself (its
+   * requirements have started). Rejects with a {@link PluginError} that
+   * names the file and line; the sandbox is terminated then.
    */
   async load(
     settings: unknown,
     timeout: number,
     probe = false,
     bus?: BusGrant,
+    ready?: (info: PluginInfo) => Promise<void>,
   ): Promise<PluginInfo> {
+    if (ready) this.#ready = ready;
     const url = pathToFileURL(this.source.entry).href;
     this.#post({ kind: "load", url, name: this.source.name, settings, probe, bus });
     const timer = setTimeout(() =>
@@ -212,6 +217,17 @@ export class PluginSandbox {
       (id) => ({ kind: "call", id, deadline, fn, args }),
       deadline,
     );
+  }
+
+  /** The plugin's `snapshot()` as structured-clone bytes (undefined: it handed nothing over). */
+  async snapshot(deadline: number): Promise<Uint8Array | undefined> {
+    const build = (id: number): HostMessage => ({ kind: "snapshot", id, deadline });
+    return await this.#send("snapshot", build, deadline) as Uint8Array | undefined;
+  }
+
+  /** Runs the plugin's `restore(state)` with bytes an older version's {@link snapshot} gave. */
+  async restore(state: Uint8Array, deadline: number): Promise<void> {
+    await this.#send("restore", (id) => ({ kind: "restore", id, deadline, state }), deadline);
   }
 
   /** Hands a bus message to the plugin's subscription. */
@@ -279,6 +295,21 @@ export class PluginSandbox {
 
   #receive(message: RuntimeMessage): void {
     switch (message.kind) {
+      case "imported":
+        this.#ready(message.info).then(
+          () => {
+            if (this.#state === "loading") this.#post({ kind: "init" });
+          },
+          (error) =>
+            this.#loaded.reject(
+              error instanceof PluginError ? error : new PluginError({
+                type: (error as Error).name ?? "Error",
+                message: (error as Error).message ?? String(error),
+                at: this.source.entry,
+              }, "threw"),
+            ),
+        );
+        return;
       case "loaded":
         this.#loaded.resolve(message.info);
         return;

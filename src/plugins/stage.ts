@@ -4,7 +4,7 @@
  * change the request, answer instead of the target (then only the plugins
  * before it see that answer in `onResponse`), or change the response.
  * A hook that throws answers 500, one past its deadline 504, and a plugin
- * that is not loaded 503; each with the request id and without disturbing
+ * that is not loaded 503 (`plugin_disabled` when it is disabled); each with the request id and without disturbing
  * other routes.
  *
  * @module
@@ -124,6 +124,12 @@ export function createPluginStage(
     const slots: PluginSlot[] = [];
     for (const name of names(c.env.route.listener)) {
       const slot = host.slot(name);
+      if (slot?.disabled) {
+        return errorResponse(
+          new GatewayError(503, "plugin_disabled", `plugin "${name}" is disabled`),
+          c.env.requestId,
+        );
+      }
       if (!slot?.active) {
         const why = slot?.lastError ? `: ${slot.lastError.message}` : "";
         return errorResponse(

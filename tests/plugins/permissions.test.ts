@@ -2,7 +2,7 @@ import { assertEquals } from "../helpers/assert.ts";
 import { planPermissions } from "../../src/plugins/permissions.ts";
 
 const DIR = "/srv/plugins";
-const OWN = "/srv/plugins/p.ts";
+const OWN = ["/srv/plugins/p.ts"];
 
 Deno.test("permissions: nothing is granted by default, whatever the plugin asks", () => {
   const plan = planPermissions({ net: true, env: ["HOME"], read: ["data"] }, undefined, DIR, OWN);
@@ -11,7 +11,7 @@ Deno.test("permissions: nothing is granted by default, whatever the plugin asks"
     ffi: false,
     import: false,
     net: false,
-    read: [OWN],
+    read: OWN,
     write: false,
     env: false,
     sys: false,
@@ -28,7 +28,7 @@ Deno.test("permissions: the plugin gets the part of its request the grant covers
   );
   assertEquals(plan.permissions.net, ["api.example.com:443"]);
   assertEquals(plan.permissions.env, ["TOKEN"]);
-  assertEquals(plan.permissions.read, ["/srv/plugins/data/in", OWN]);
+  assertEquals(plan.permissions.read, ["/srv/plugins/data/in", ...OWN]);
   assertEquals(plan.denied, ["net: evil.example.com"]);
 });
 
