@@ -6,26 +6,9 @@
 
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { startGateway } from "../helpers/gateway.ts";
+import { rawGet } from "../helpers/raw_http.ts";
 
 const say = (body: string) => ({ respond: { body } });
-
-async function rawRequest(port: number, target: string, host = "x"): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const head = `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
-    await conn.write(new TextEncoder().encode(head));
-    let text = "";
-    const buf = new Uint8Array(65536);
-    for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
-      text += new TextDecoder().decode(buf.subarray(0, n));
-    }
-    return text;
-  } finally {
-    try {
-      conn.close();
-    } catch { /* closed by peer */ }
-  }
-}
 
 Deno.test("routes: explicit priority, then specificity, then config order", async () => {
   await using gw = await startGateway({
@@ -75,9 +58,9 @@ Deno.test("routes: explicit priority, then specificity, then config order", asyn
   assertEquals(await get("/elsewhere"), "200 catch-all");
   assertEquals(await get("/api/items", { method: "POST" }), "200 post-items");
   assertEquals(await get("/api/items", { headers: { "x-tenant": "acme" } }), "200 acme-items");
-  const byHost = await rawRequest(port, "/api/items", "shop.example.com");
+  const byHost = (await rawGet(port, "/api/items", "shop.example.com")).text;
   assertStringIncludes(byHost, "example-items");
-  assertStringIncludes(await rawRequest(port, "/api/items", "example.com"), "api-any");
+  assertStringIncludes((await rawGet(port, "/api/items", "example.com")).text, "api-any");
   assertEquals(await get("/api/items"), "200 api-any");
   assertEquals(await get("/api/forced/exact"), "200 forced", "priority beats specificity");
   assertEquals(await get("/internal", {}, admin), "200 internal");
@@ -143,7 +126,7 @@ Deno.test("static files: content types, index, and no way out of the root", asyn
       "/files/link.txt",
     ]
   ) {
-    const response = await rawRequest(port, attempt);
+    const response = (await rawGet(port, attempt, "x")).text;
     const status = Number(response.split(" ")[1]);
     assert(status >= 400 && status < 500, `${attempt} → ${response.split("\r\n")[0]}`);
     assert(!response.includes("TOP SECRET"), `${attempt} leaked the file`);

@@ -7,19 +7,11 @@
 
 import { assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { startGateway } from "../helpers/gateway.ts";
+import { rawExchange } from "../helpers/raw_http.ts";
 
-/** Status line and body of one raw request whose head is `head` (without the final CRLF). */
-async function raw(port: number, head: string): Promise<{ status: number; body: string }> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await conn.write(new TextEncoder().encode(`${head}\r\nConnection: close\r\n\r\n`));
-    const text = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
-    return { status: Number(text.slice(9, 12)), body: text.slice(text.indexOf("\r\n\r\n") + 4) };
-  } catch (error) {
-    conn.close();
-    throw error;
-  }
-}
+/** One raw request whose head is `head` (without its final CRLF), closed after it. */
+const raw = (port: number, head: string) =>
+  rawExchange(port, `${head}\r\nConnection: close\r\n\r\n`);
 
 Deno.test("an invalid or missing Host is refused with 400 bad_host before any route", async () => {
   await using gw = await startGateway({
@@ -29,7 +21,7 @@ Deno.test("an invalid or missing Host is refused with 400 bad_host before any ro
   const port = await gw.port("web");
 
   const good = await raw(port, "GET /x HTTP/1.1\r\nHost: example.com:8080");
-  assertEquals(good, { status: 200, body: "routed" });
+  assertEquals([good.status, good.body], [200, "routed"]);
   assertEquals((await raw(port, "GET /x HTTP/1.1\r\nHost: [::1]:80")).status, 200);
   assertEquals((await raw(port, "GET /x HTTP/1.0")).status, 400, "HTTP/1.0 without Host");
 

@@ -7,6 +7,7 @@
 
 import { assert, assertEquals, assertStringIncludes } from "../helpers/assert.ts";
 import { echoUpstream, gatewayWith } from "../plugins/shipped/shipped.ts";
+import { rawExchange } from "../helpers/raw_http.ts";
 
 const SPOOFED = {
   "x-forwarded-for": "6.6.6.6",
@@ -86,16 +87,6 @@ Deno.test("the old boolean trustProxy is refused with what to write instead", as
   assertStringIncludes(gateway.output, "trustedProxies");
 });
 
-/** Sends a raw HTTP/1.1 request and returns the whole answer (the gateway closes after it). */
-async function rawRequest(port: number, head: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(new TextEncoder().encode(head));
-  let text = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of conn.readable) text += decoder.decode(chunk, { stream: true });
-  return text;
-}
-
 Deno.test("a client's Connection header cannot strip the header api-key adds", async () => {
   await using upstream = echoUpstream();
   const { gateway, url } = await gatewayWith(["api-key"], upstream.url, {
@@ -107,7 +98,7 @@ Deno.test("a client's Connection header cannot strip the header api-key adds", a
     routes: [{ name: "api", plugins: ["api-key"], target: { upstream: "api" } }],
   });
   await using _gateway = gateway;
-  const answer = await rawRequest(
+  const { text: answer } = await rawExchange(
     Number(new URL(url).port),
     "GET / HTTP/1.1\r\nhost: gw.test\r\nx-api-key: alice-key-0123456789\r\n" +
       "x-trace: client\r\nconnection: close, x-consumer, x-trace\r\n\r\n",

@@ -9,25 +9,9 @@
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { startGateway } from "../helpers/gateway.ts";
+import { rawGet } from "../helpers/raw_http.ts";
 
 const SECRET = "secret outside the root";
-
-/** Status and body of a raw GET of `target`, sent byte for byte. */
-async function rawGet(port: number, target: string): Promise<{ status: number; body: string }> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await conn.write(
-      new TextEncoder().encode(
-        `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`,
-      ),
-    );
-    const text = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
-    return { status: Number(text.slice(9, 12)), body: text.slice(text.indexOf("\r\n\r\n") + 4) };
-  } catch (error) {
-    conn.close();
-    throw error;
-  }
-}
 
 const TRAVERSALS = [
   "/../secret.txt",
@@ -67,7 +51,8 @@ Deno.test("no traversal serves a file outside a static root: 400 or 404", async 
   await Deno.symlink(join(gw.dir, "outside"), join(gw.dir, "public", "escape-dir"));
   const port = await gw.port("web");
 
-  assertEquals(await rawGet(port, "/inside.txt"), { status: 200, body: "public file" });
+  const inside = await rawGet(port, "/inside.txt");
+  assertEquals([inside.status, inside.body], [200, "public file"]);
   assertEquals((await rawGet(port, "/sub/nested.txt")).body, "nested file");
   for (const target of TRAVERSALS) {
     const { status, body } = await rawGet(port, target);

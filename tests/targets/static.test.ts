@@ -3,6 +3,7 @@ import { assert, assertEquals } from "../helpers/assert.ts";
 import { StaticTargetConfig } from "../../src/targets/config.ts";
 import { createStaticTarget } from "../../src/targets/static.ts";
 import { serveTarget } from "../helpers/test_server.ts";
+import { rawGet } from "../helpers/raw_http.ts";
 
 const SECRET = "TOP SECRET";
 const BIG_CONTENT = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 31) % 251);
@@ -50,15 +51,6 @@ async function makeSite(): Promise<Site> {
 
 function serveSite(root: string, config: Record<string, unknown> = {}) {
   return serveTarget(createStaticTarget(StaticTargetConfig.parse({ root, ...config }), root));
-}
-
-/** Sends `GET <target>` over a raw connection, so nothing normalises the path on the way. */
-async function rawGet(port: number, target: string): Promise<{ status: number; text: string }> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const request = `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`;
-  await conn.write(new TextEncoder().encode(request));
-  const text = await new Response(conn.readable).text();
-  return { status: Number(text.slice(9, 12)), text };
 }
 
 Deno.test("files are served with their content type and length", async () => {
