@@ -20,6 +20,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { Buffer } from "node:buffer";
 import { resolve } from "node:path";
 import { ConfigError } from "./src/config/load.ts";
 import { parseDuration, parseSize } from "./src/config/units.ts";
@@ -29,6 +30,7 @@ import { flushLogs } from "./src/observability/log.ts";
 import { VERSION } from "./src/version.ts";
 import { writePluginTemplate } from "./src/plugins/template.ts";
 import { hashPassword } from "./src/mqtt/auth.ts";
+import { encodeHex } from "./src/util/hex.ts";
 import { restartDaemon, startDaemon, stopDaemon } from "./src/cli/daemon.ts";
 import { configJsonSchema, initProject } from "./src/cli/init.ts";
 import { adminCall, locate } from "./src/cli/installation.ts";
@@ -66,6 +68,7 @@ Commands:
   init      'init [DIR]': write a starter config, plugin and worker
   plugin    'plugin new NAME': write a plugin to start from
   passwd    print a password hash for mqtt.users
+  token     make an API key and the digest the api-key plugin takes
   version   print the version
 
 Run 'gateway <command> --help' for a command's options.`,
@@ -149,6 +152,12 @@ overwrite an existing plugin.`,
 Reads a password (typed without echo on a terminal, else the first line of stdin) and
 prints its PBKDF2-SHA256 hash, the form mqtt.users[].password takes:
   echo -n 's3cret' | gateway passwd`,
+  token: `Usage: gateway token [NAME]
+
+Makes a random API key (32 bytes, base64url, prefixed "gw_") and prints it with its
+SHA-256 digest. Give the key to the client; put the digest in the config, where the
+api-key plugin takes it in place of the key:
+  "plugins": { "settings": { "api-key": { "keys": { "NAME": "sha256:…" } } } }`,
   version: `Usage: gateway version`,
 };
 
@@ -245,7 +254,7 @@ if (import.meta.main) {
         help: { type: "boolean", short: "h" },
       },
       strict: true,
-      allowPositionals: ["plugin", "service", "init"].includes(command),
+      allowPositionals: ["plugin", "service", "init", "token"].includes(command),
     });
   } catch (error) {
     fail(
@@ -322,6 +331,14 @@ if (import.meta.main) {
     } catch (error) {
       fail([`gateway plugin new: ${(error as Error).message}`]);
     }
+  } else if (command === "token") {
+    const name = positionals[0] ?? "client";
+    const key = `gw_${
+      Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url")
+    }`;
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
+    console.log(`key:    ${key}`);
+    console.log(`config: "keys": { ${JSON.stringify(name)}: "sha256:${encodeHex(digest)}" }`);
   } else if (command === "passwd") {
     const password = await readPassword();
     if (password === "") fail(["gateway passwd: the password is empty"]);

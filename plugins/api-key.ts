@@ -12,8 +12,10 @@
  *
  * Settings (`plugins.settings["api-key"]`):
  * - `keys` (required): key name to key. Write secrets as `"env:NAME"`: the
- *   gateway's config loader puts the variable's value there. Keys must be
- *   non-empty and distinct.
+ *   gateway's config loader puts the variable's value there. Or write the
+ *   key's SHA-256 digest, `"sha256:<64 hex digits>"` (what `gateway token`
+ *   prints), so the config holds no key at all. Keys must be non-empty and
+ *   distinct.
  * - `header` (default `"x-api-key"`): the header that carries the key.
  * - `query`: a query parameter that may carry the key instead (off when absent).
  * - `forwardName`: the header that tells the upstream whose key it was.
@@ -57,6 +59,8 @@ interface Settings {
 }
 
 const HEADER_NAME = /^[A-Za-z0-9-]+$/;
+/** A key written as its digest. */
+const DIGEST = /^sha256:([0-9a-f]{64})$/;
 const encoder = new TextEncoder();
 
 /** The configured keys as digests, with their names. */
@@ -65,6 +69,13 @@ let checks: ReturnType<PluginContext["metrics"]["counter"]>;
 
 async function digestOf(key: string): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(key)));
+}
+
+/** A configured key's digest: given as `sha256:<hex>`, or computed from the key. */
+function configuredDigest(key: string): Promise<Uint8Array> | Uint8Array {
+  const hex = DIGEST.exec(key)?.[1];
+  if (hex === undefined) return digestOf(key);
+  return Uint8Array.from(hex.match(/../g)!, (byte) => parseInt(byte, 16));
 }
 
 /** The name of the key whose digest equals `digest`, comparing every byte of every key. */
@@ -95,6 +106,8 @@ function validate(settings: unknown): string | void {
     for (const [name, key] of Object.entries(keys)) {
       if (typeof key !== "string" || key === "") {
         problems.push(`keys.${name} must be a non-empty string (is its env: variable set?)`);
+      } else if (key.startsWith("sha256:") && !DIGEST.test(key)) {
+        problems.push(`keys.${name}: a digest is "sha256:" and 64 lowercase hex digits`);
       } else if (seen.has(key)) {
         problems.push(`keys.${name} is the same key as keys.${seen.get(key)}`);
       } else seen.set(key, name);
@@ -130,7 +143,7 @@ export default {
     known = await Promise.all(
       Object.entries(ctx.config.keys).map(async ([name, key]) => ({
         name,
-        digest: await digestOf(key),
+        digest: await configuredDigest(key),
       })),
     );
   },

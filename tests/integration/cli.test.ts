@@ -38,7 +38,17 @@ Deno.test("version and help", async () => {
   const help = await gateway(["--help"]);
   assertEquals(help.code, 0);
   for (
-    const command of ["run", "check", "schema", "reload", "status", "stop", "passwd", "version"]
+    const command of [
+      "run",
+      "check",
+      "schema",
+      "reload",
+      "status",
+      "stop",
+      "passwd",
+      "token",
+      "version",
+    ]
   ) {
     assertStringIncludes(help.stdout, command);
     const sub = await gateway([command, "--help"]);

@@ -7,6 +7,7 @@
 
 import { assert, assertEquals, assertStringIncludes } from "../../helpers/assert.ts";
 import { type Echo, echoUpstream, gatewayWith, metric } from "./shipped.ts";
+import { gatewayArgv } from "../../helpers/gateway.ts";
 
 const ALICE = "alice-key-3f9a0c1d2b";
 const BOB = "bob-key-77e1c0ffee";
@@ -100,7 +101,10 @@ Deno.test("api-key: bad settings stop the gateway from starting, naming each pro
   const { gateway } = await gatewayWith(["api-key"], upstream.url, {
     plugins: {
       settings: {
-        "api-key": { keys: { a: "same-key-0001", b: "same-key-0001", c: "" }, header: "x key" },
+        "api-key": {
+          keys: { a: "same-key-0001", b: "same-key-0001", c: "", d: "sha256:abc" },
+          header: "x key",
+        },
       },
     },
     routes: ROUTES,
@@ -113,7 +117,32 @@ Deno.test("api-key: bad settings stop the gateway from starting, naming each pro
     "plugins.settings.api-key: keys.b is the same key as keys.a",
   );
   assertStringIncludes(gateway.output, "keys.c must be a non-empty string");
+  assertStringIncludes(gateway.output, 'keys.d: a digest is "sha256:" and 64 lowercase hex');
   assertStringIncludes(gateway.output, "header must be a header name");
+});
+
+Deno.test("api-key: the digest `gateway token` prints stands for its key in the config", async () => {
+  const [cmd, ...args] = gatewayArgv();
+  const made = await new Deno.Command(cmd, { args: [...args, "token", "ci"], stdout: "piped" })
+    .output();
+  assert(made.success, "gateway token exits 0");
+  const printed = new TextDecoder().decode(made.stdout);
+  const key = /^key: +(gw_[A-Za-z0-9_-]{43})$/m.exec(printed)?.[1];
+  const digest = /"ci": "(sha256:[0-9a-f]{64})"/.exec(printed)?.[1];
+  assert(key && digest, printed);
+
+  await using upstream = echoUpstream();
+  const { gateway, url } = await gatewayWith(["api-key"], upstream.url, {
+    plugins: { settings: { "api-key": { keys: { ci: digest }, forwardName: "x-consumer" } } },
+    routes: ROUTES,
+  });
+  await using _gateway = gateway;
+  const accepted = await fetch(`${url}/api/x`, { headers: { "x-api-key": key } });
+  assertEquals(accepted.status, 200);
+  assertEquals((await accepted.json() as Echo).headers["x-consumer"], "ci");
+  const digestAsKey = await fetch(`${url}/api/x`, { headers: { "x-api-key": digest } });
+  assertEquals(digestAsKey.status, 403, "the digest itself is not a key");
+  await digestAsKey.body?.cancel();
 });
 
 Deno.test("api-key: a bad reload keeps the old keys, a good one rotates them", async () => {
