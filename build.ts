@@ -61,6 +61,11 @@ export const TEST_PACKAGES: Readonly<Record<string, string>> = {
   "mosquitto-clients": "mosquitto_pub and mosquitto_sub against the embedded broker",
 };
 
+/** Debian packages `deno task start` needs for the bundled config; it installs the missing ones. */
+export const START_PACKAGES: Readonly<Record<string, string>> = {
+  "python3": "the example worker of config/config.json",
+};
+
 /** Debian packages only the benchmarks use; `deno task bench` installs them (and the test ones). */
 export const BENCH_PACKAGES: Readonly<Record<string, string>> = {
   ...TEST_PACKAGES,
@@ -331,7 +336,9 @@ if (import.meta.main) {
       code = await compile();
       break;
     case "start":
-      code = await runInherited([...gatewayCommand(), "run", ...rest]);
+      // The bundled config runs the example Python worker.
+      code = await provisionPackages(START_PACKAGES) ||
+        await runInherited([...gatewayCommand(), "run", ...rest]);
       break;
     case "gateway":
       code = await runInherited([...gatewayCommand(), ...rest]);
