@@ -64,12 +64,17 @@ async function filesUnder(
   return { files: files.sort(), escapes };
 }
 
-async function hashFiles(files: string[], root: string): Promise<string> {
+/**
+ * The hash of a plugin's `files` and of the `links` leading out of its
+ * directory: adding, removing or retargeting such a link is a change too.
+ */
+async function hashFiles(files: string[], root: string, links: string[] = []): Promise<string> {
   const parts: Uint8Array[] = [];
   const encoder = new TextEncoder();
   for (const file of files) {
     parts.push(encoder.encode(`\0${file.slice(root.length)}\0`), await Deno.readFile(file));
   }
+  for (const link of links) parts.push(encoder.encode(`\0link\0${link}`));
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", concat(parts)));
   return encodeHex(digest.subarray(0, 8));
 }
@@ -118,7 +123,7 @@ export async function discoverPlugins(dir: string): Promise<Map<string, PluginSo
           entry: entryFile,
           root,
           files,
-          hash: await hashFiles(files, root),
+          hash: await hashFiles(files, root, escapes),
           ...(escapes.length > 0 ? { escape: escapes.join(", ") } : {}),
         });
       }
