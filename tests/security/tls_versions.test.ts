@@ -1,10 +1,13 @@
 /**
  * An HTTPS listener refuses TLS 1.0 and 1.1 and weak cipher suites (CBC,
- * static RSA key exchange, 3DES, RC4, NULL), and accepts TLS 1.2 with an
- * AEAD ECDHE suite and TLS 1.3 (the hardening issue's "Tests and checks").
+ * static RSA key exchange, NULL), and accepts TLS 1.2 with an AEAD ECDHE
+ * suite and TLS 1.3 (the hardening issue's "Tests and checks").
  * `openssl s_client` offers each, at security level 0 so that it really does;
- * a refusal counts only when the gateway's alert came back, not when openssl
- * could not offer the suite at all. Through the real gateway process.
+ * a refusal counts only when the gateway's alert came back, and an offer
+ * openssl cannot make fails the test. 3DES and RC4 are not offered: Debian's
+ * openssl 3 cannot (they are gone from its default provider), and the
+ * listener's TLS library (rustls) implements neither. Through the real
+ * gateway process.
  */
 
 import { assert } from "../helpers/assert.ts";
@@ -33,8 +36,6 @@ const REFUSED: [string, string[]][] = [
   ["TLS 1.2 AES128-SHA (CBC, RSA key exchange)", ["-tls1_2", "-cipher", "AES128-SHA:@SECLEVEL=0"]],
   ["TLS 1.2 ECDHE-RSA-AES128-SHA (CBC)", ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"]],
   ["TLS 1.2 AES128-GCM-SHA256 (RSA key exchange)", ["-tls1_2", "-cipher", "AES128-GCM-SHA256"]],
-  ["TLS 1.2 DES-CBC3-SHA (3DES)", ["-tls1_2", "-cipher", "DES-CBC3-SHA:@SECLEVEL=0"]],
-  ["TLS 1.2 RC4-SHA", ["-tls1_2", "-cipher", "RC4-SHA:@SECLEVEL=0"]],
   ["TLS 1.2 NULL-SHA256", ["-tls1_2", "-cipher", "NULL-SHA256:@SECLEVEL=0"]],
 ];
 
@@ -68,12 +69,11 @@ Deno.test("an HTTPS listener refuses TLS 1.0, 1.1 and weak cipher suites", async
   }
   for (const [name, args] of REFUSED) {
     const result = await openssl([...connect, ...args]);
-    if (/no cipher match|no ciphers available|no protocols available/.test(result.output)) {
-      // This openssl build cannot offer it, so the listener was never asked.
-      await t.step({ name: `${name}: openssl cannot offer it`, ignore: true, fn() {} });
-      continue;
-    }
     await t.step(name, () => {
+      assert(
+        !/no cipher match|no ciphers available|no protocols available/.test(result.output),
+        `openssl could not offer ${name}, so the listener was never asked: ${result.output}`,
+      );
       assert(!result.ok, `${name} was accepted: ${result.output}`);
       // The listener's alert came back: it refused what the client offered.
       assert(/alert (handshake failure|protocol version)/.test(result.output), result.output);
